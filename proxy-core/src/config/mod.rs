@@ -1,0 +1,232 @@
+//! Configuration: the YAML model, human units, loading with every problem reported at its
+//! path in the document, and semantic validation.
+//!
+//! Loading is in two passes so that one run of `check-config` shows *every* problem: each
+//! top-level section and each list item is deserialized on its own (a typo in `clusters[0]`
+//! does not hide one in `listeners[2]`), then semantic checks run over what parsed.
+
+mod model;
+pub mod units;
+mod validate;
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde_norway::Value;
+
+pub use model::*;
+pub use units::{Dur, Size};
+pub use validate::{HostPort, parse_host_port};
+
+/// The embedded default config, printed by `sidecar default-config` and run when no file is given.
+pub const DEFAULT_YAML: &str = include_str!("default.yaml");
+
+/// One problem in a config document: where it is and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Path in the document, like `clusters[1].endpoints[0]`; empty for the document itself.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config document, in document order.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects problems while a document is checked. Shared by every program's config.
+#[derive(Debug, Default)]
+pub struct Problems(pub Vec<ConfigError>);
+
+impl Problems {
+    pub fn at(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_result<T>(self, value: T) -> Result<T, ConfigErrors> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigErrors(self.0))
+        }
+    }
+
+    /// Deserialize `value` as `T`, recording a failure with its full path under `base`.
+    pub fn section<T: DeserializeOwned>(&mut self, base: &str, value: Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let mut path = base.to_owned();
+                for seg in e.path().iter() {
+                    use serde_path_to_error::Segment;
+                    match seg {
+                        Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+                        Segment::Map { key } | Segment::Enum { variant: key } => {
+                            if !path.is_empty() {
+                                path.push('.');
+                            }
+                            path.push_str(key);
+                        }
+                        Segment::Unknown => {}
+                    }
+                }
+                self.at(path, clean_serde_message(&e.inner().to_string()));
+                None
+            }
+        }
+    }
+
+    /// Deserialize a list item by item, so a bad item does not hide problems in the next.
+    /// Each item that parsed comes with its index in the document, for later paths.
+    pub fn list<T: DeserializeOwned>(&mut self, base: &str, value: Value) -> Vec<(usize, T)> {
+        match value {
+            Value::Sequence(items) => items
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, v)| self.section(&format!("{base}[{i}]"), v).map(|t| (i, t)))
+                .collect(),
+            Value::Null => Vec::new(),
+            other => {
+                self.at(base, format!("expected a list, found {}", kind(&other)));
+                Vec::new()
+            }
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// serde's messages quote with backticks, which read oddly in a terminal next to YAML.
+fn clean_serde_message(m: &str) -> String {
+    m.replace('`', "\"")
+}
+
+/// Parse a YAML document into its top-level mapping, or say why it is not one.
+pub fn yaml_mapping(text: &str) -> Result<serde_norway::Mapping, ConfigErrors> {
+    let one = |m: String| {
+        ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            message: m,
+        }])
+    };
+    let value: Value =
+        serde_norway::from_str(text).map_err(|e| one(format!("invalid YAML: {e}")))?;
+    match value {
+        Value::Mapping(m) => Ok(m),
+        Value::Null => Ok(serde_norway::Mapping::new()),
+        other => Err(one(format!(
+            "expected a mapping at the top of the document, found {}",
+            kind(&other)
+        ))),
+    }
+}
+
+/// A name given to a list item, if the raw item has one (used to keep cross-reference checks
+/// quiet about items that failed to parse for another reason).
+pub fn raw_names(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .filter_map(|i| i.get("name").and_then(Value::as_str).map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl Config {
+    /// Parse and validate a document, reporting every problem found.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigErrors> {
+        let map = yaml_mapping(text)?;
+        let mut p = Problems::default();
+        let cluster_names = raw_names(map.get("clusters"));
+        let mut cfg = Config::default();
+        let mut index = validate::DocIndex::default();
+        for (k, v) in map {
+            let Some(key) = k.as_str() else {
+                p.at(
+                    "",
+                    format!("top-level keys must be strings, found {}", kind(&k)),
+                );
+                continue;
+            };
+            match key {
+                "admin" => cfg.admin = p.section("admin", v).unwrap_or_default(),
+                "runtime" => cfg.runtime = p.section("runtime", v).unwrap_or_default(),
+                "access_log" => cfg.access_log = p.section("access_log", v),
+                "listeners" => {
+                    (index.listeners, cfg.listeners) = p.list("listeners", v).into_iter().unzip()
+                }
+                "clusters" => {
+                    (index.clusters, cfg.clusters) = p.list("clusters", v).into_iter().unzip()
+                }
+                other => p.at(
+                    other,
+                    "unknown field, expected one of \"admin\", \"runtime\", \"access_log\", \"listeners\", \"clusters\"",
+                ),
+            }
+        }
+        validate::config(&cfg, &index, &cluster_names, &mut p);
+        p.into_result(cfg)
+    }
+
+    /// The embedded default config.
+    pub fn default_config() -> Config {
+        Config::from_yaml(DEFAULT_YAML).expect("the embedded default config is valid")
+    }
+
+    /// Read and parse a config file.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                path: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }])
+        })?;
+        Config::from_yaml(&text)
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;
