@@ -2,6 +2,21 @@
 //!
 //! The `sidecar` binary is a thin `main` over this library; the ambassador and the adapter
 //! use it for everything that moves bytes over the network.
+//!
+//! A request crosses the modules in this order: `listener` (accept) → `http::server`
+//! (hyper) → `http::proxy` (route, pick, forward) → `cluster` (endpoint, load balancer) →
+//! `http::client` (pooled connection) → back through `http::body`, which records
+//! `telemetry` when the response ends.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod cluster;
 pub mod config;
+pub mod error;
+pub mod http;
+pub mod listener;
+pub mod route;
+pub mod runtime;
+pub mod snapshot;
+pub mod tcp;
+pub mod telemetry;

@@ -1,0 +1,172 @@
+//! The admin HTTP server: health, metrics, and what the proxy is doing right now.
+//! Bound to loopback by default, because it can drain and stop the process.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::config::ListenerProtocol;
+use crate::snapshot::Snapshot;
+use crate::telemetry::metrics::Metrics;
+
+/// Requests the admin API (or a signal) makes of the runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Re-read the config file (SIGHUP, or the file changed).
+    Reload { forced: bool },
+    /// Drain as on SIGTERM: grace period, then stop accepting and wait for in-flight work.
+    Drain,
+    /// Stop now: skip the grace period, wait for in-flight work up to the deadline.
+    Shutdown,
+}
+
+/// What the admin server reads and controls.
+pub struct AdminState {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub metrics: Metrics,
+    pub ready: AtomicBool,
+    pub control: mpsc::UnboundedSender<Control>,
+}
+
+#[derive(Serialize)]
+struct ListenerView<'a> {
+    name: &'a str,
+    address: &'a str,
+    protocol: ListenerProtocol,
+    routes: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<&'a str>,
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "text/plain; charset=utf-8".parse().expect("static"),
+    );
+    r
+}
+
+fn json(value: &impl Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                "application/json".parse().expect("static"),
+            );
+            r
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding failed: {e}\n"),
+        ),
+    }
+}
+
+pub fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    let get = method == Method::GET || method == Method::HEAD;
+    let post = method == Method::POST;
+    match path {
+        "/live" if get => text(StatusCode::OK, "live\n"),
+        "/ready" if get => {
+            if state.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            }
+        }
+        "/metrics" | "/stats/prometheus" if get => {
+            let mut r = text(StatusCode::OK, state.metrics.encode());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8"
+                    .parse()
+                    .expect("static"),
+            );
+            r
+        }
+        "/clusters" if get => {
+            let snap = state.snapshot.load();
+            let mut clusters: Vec<_> = snap.clusters.values().map(|c| c.admin_view()).collect();
+            clusters.sort_by(|a, b| a.name.cmp(&b.name));
+            json(&serde_json::json!({ "clusters": clusters }))
+        }
+        "/listeners" if get => {
+            let snap = state.snapshot.load();
+            let listeners: Vec<ListenerView<'_>> = snap
+                .config
+                .listeners
+                .iter()
+                .map(|l| ListenerView {
+                    name: &l.name,
+                    address: &l.address,
+                    protocol: l.protocol,
+                    routes: l.routes.iter().map(|r| r.name.as_str()).collect(),
+                    cluster: l.cluster.as_deref(),
+                })
+                .collect();
+            json(&serde_json::json!({ "listeners": listeners }))
+        }
+        "/config_dump" if get => json(&*state.snapshot.load().config),
+        "/drain" if post => {
+            let _ = state.control.send(Control::Drain);
+            text(StatusCode::OK, "draining\n")
+        }
+        "/shutdown" | "/quitquitquit" if post => {
+            let _ = state.control.send(Control::Shutdown);
+            text(StatusCode::OK, "shutting down\n")
+        }
+        "/live" | "/ready" | "/metrics" | "/stats/prometheus" | "/clusters" | "/listeners"
+        | "/config_dump" | "/drain" | "/shutdown" | "/quitquitquit" => {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            let allow = if matches!(path, "/drain" | "/shutdown" | "/quitquitquit") {
+                "POST"
+            } else {
+                "GET"
+            };
+            r.headers_mut()
+                .insert(header::ALLOW, allow.parse().expect("static"));
+            r
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /live /ready /metrics /clusters /listeners /config_dump, POST /drain /shutdown\n",
+        ),
+    }
+}
+
+/// Serve the admin API until the task is dropped.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let r = respond(&state, req.method(), req.uri().path());
+                async move { Ok::<_, Infallible>(r) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,368 @@
+//! Clusters: a named set of endpoints, how they are discovered (static or DNS), and how one
+//! is chosen per request.
+//!
+//! The endpoint set is an immutable value swapped atomically when discovery changes it, so a
+//! pick reads one pointer and never takes a lock. Endpoints keep their identity (and their
+//! pooled connections and counters) across re-resolutions and config reloads.
+
+pub mod lb;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use crate::config::{self, Discovery, LbPolicy};
+use crate::http::client::Pool;
+use crate::telemetry::metrics::{ClusterStats, Metrics};
+
+/// One upstream address with its connection pool and load counters.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub pool: Pool,
+    active_requests: AtomicU64,
+    requests_total: AtomicU64,
+    connect_failures: AtomicU64,
+}
+
+impl Endpoint {
+    fn new(addr: SocketAddr, weight: u32, cfg: &config::Cluster) -> Endpoint {
+        Endpoint {
+            addr,
+            weight,
+            pool: Pool::new(cfg),
+            active_requests: AtomicU64::new(0),
+            requests_total: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
+        }
+    }
+
+    pub fn active_requests(&self) -> u64 {
+        self.active_requests.load(Ordering::Relaxed)
+    }
+
+    pub fn connect_failed(&self) {
+        self.connect_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a request as started; the guard ends it when dropped.
+    pub fn start_request(self: &Arc<Self>) -> ActiveRequest {
+        self.active_requests.fetch_add(1, Ordering::Relaxed);
+        self.requests_total.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest(self.clone())
+    }
+}
+
+/// Keeps an endpoint's active-request count up while a request (and its response body) lives.
+#[derive(Debug)]
+pub struct ActiveRequest(Arc<Endpoint>);
+
+impl ActiveRequest {
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.0
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.active_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The endpoints of a cluster at one moment, with the LB schedules precomputed.
+#[derive(Debug, Default)]
+struct EndpointSet {
+    endpoints: Vec<Arc<Endpoint>>,
+    schedule: Vec<u32>,
+    cumulative: Vec<u64>,
+    ring: Vec<(u64, u32)>,
+}
+
+impl EndpointSet {
+    fn new(endpoints: Vec<Arc<Endpoint>>, policy: LbPolicy) -> EndpointSet {
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+        let mut set = EndpointSet {
+            endpoints,
+            ..Default::default()
+        };
+        match policy {
+            LbPolicy::RoundRobin => set.schedule = lb::round_robin_schedule(&weights),
+            LbPolicy::Random => set.cumulative = lb::cumulative(&weights),
+            LbPolicy::RingHash => {
+                let keys: Vec<String> = set.endpoints.iter().map(|e| e.addr.to_string()).collect();
+                set.ring = lb::ring(&keys, &weights);
+            }
+            LbPolicy::LeastRequest => {}
+        }
+        set
+    }
+}
+
+/// A named group of endpoints with its policies.
+#[derive(Debug)]
+pub struct Cluster {
+    pub name: Arc<str>,
+    pub config: config::Cluster,
+    pub stats: ClusterStats,
+    set: ArcSwap<EndpointSet>,
+    rr: AtomicUsize,
+}
+
+impl Cluster {
+    /// Build a cluster, resolving DNS endpoints once so the first requests have somewhere to go.
+    pub async fn build(cfg: &config::Cluster, metrics: &Metrics) -> Arc<Cluster> {
+        let cluster = Arc::new(Cluster {
+            name: cfg.name.as_str().into(),
+            config: cfg.clone(),
+            stats: metrics.cluster(&cfg.name),
+            set: ArcSwap::from_pointee(EndpointSet::default()),
+            rr: AtomicUsize::new(0),
+        });
+        match cfg.discovery {
+            Discovery::Static => {
+                let eps = cfg
+                    .endpoints
+                    .iter()
+                    .filter_map(|e| {
+                        let hp = config::parse_host_port(&e.address).ok()?;
+                        Some(Arc::new(Endpoint::new(hp.socket_addr()?, e.weight, cfg)))
+                    })
+                    .collect();
+                cluster
+                    .set
+                    .store(Arc::new(EndpointSet::new(eps, cfg.lb_policy)));
+            }
+            Discovery::Dns => cluster.resolve().await,
+        }
+        tokio::spawn(maintain(Arc::downgrade(&cluster)));
+        cluster
+    }
+
+    pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.set.load().endpoints.clone()
+    }
+
+    /// Choose an endpoint. `hash` is the request's hash-policy key (ring_hash only).
+    pub fn pick(&self, hash: Option<u64>) -> Option<Arc<Endpoint>> {
+        let set = self.set.load();
+        let eps = &set.endpoints;
+        let i = match eps.len() {
+            0 => return None,
+            1 => 0,
+            n => match self.config.lb_policy {
+                LbPolicy::RoundRobin => {
+                    let k = self.rr.fetch_add(1, Ordering::Relaxed) % set.schedule.len();
+                    set.schedule[k] as usize
+                }
+                LbPolicy::Random => lb::weighted_random(&set.cumulative),
+                LbPolicy::LeastRequest => {
+                    let a = fastrand::usize(0..n);
+                    let mut b = fastrand::usize(0..n - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                    // Compare active/weight without division.
+                    let load =
+                        |i: usize, j: usize| eps[i].active_requests() * u64::from(eps[j].weight);
+                    if load(b, a) < load(a, b) { b } else { a }
+                }
+                LbPolicy::RingHash => match hash {
+                    Some(h) => lb::ring_lookup(&set.ring, h),
+                    None => fastrand::usize(0..n),
+                },
+            },
+        };
+        Some(eps[i].clone())
+    }
+
+    /// Re-resolve DNS endpoints; keep existing endpoints (and their pools) for addresses
+    /// that are still there. A failed lookup keeps the previous set.
+    async fn resolve(&self) {
+        let old = self.set.load_full();
+        let mut next: Vec<Arc<Endpoint>> = Vec::new();
+        let mut failed = false;
+        for e in &self.config.endpoints {
+            let Ok(hp) = config::parse_host_port(&e.address) else {
+                continue;
+            };
+            let lookup = tokio::net::lookup_host((hp.host.as_str(), hp.port));
+            match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+                Ok(Ok(addrs)) => {
+                    for addr in addrs {
+                        if next.iter().any(|n| n.addr == addr) {
+                            continue;
+                        }
+                        let ep = old
+                            .endpoints
+                            .iter()
+                            .find(|o| o.addr == addr)
+                            .cloned()
+                            .unwrap_or_else(|| {
+                                Arc::new(Endpoint::new(addr, e.weight, &self.config))
+                            });
+                        next.push(ep);
+                    }
+                }
+                Ok(Err(err)) => {
+                    failed = true;
+                    tracing::warn!(cluster = %self.name, host = %hp.host, error = %err, "DNS lookup failed; keeping previous endpoints");
+                }
+                Err(_) => {
+                    failed = true;
+                    tracing::warn!(cluster = %self.name, host = %hp.host, "DNS lookup timed out; keeping previous endpoints");
+                }
+            }
+        }
+        if failed && next.is_empty() {
+            return;
+        }
+        let changed = next.len() != old.endpoints.len()
+            || next
+                .iter()
+                .zip(old.endpoints.iter())
+                .any(|(a, b)| a.addr != b.addr);
+        if changed {
+            tracing::info!(cluster = %self.name, endpoints = ?next.iter().map(|e| e.addr).collect::<Vec<_>>(), "endpoints changed");
+            self.set
+                .store(Arc::new(EndpointSet::new(next, self.config.lb_policy)));
+        }
+    }
+
+    /// JSON for the admin `/clusters` view.
+    pub fn admin_view(&self) -> ClusterView {
+        ClusterView {
+            name: self.name.to_string(),
+            discovery: self.config.discovery,
+            lb_policy: self.config.lb_policy,
+            protocol: self.config.protocol,
+            endpoints: self
+                .set
+                .load()
+                .endpoints
+                .iter()
+                .map(|e| EndpointView {
+                    address: e.addr.to_string(),
+                    weight: e.weight,
+                    healthy: true,
+                    active_requests: e.active_requests(),
+                    requests_total: e.requests_total.load(Ordering::Relaxed),
+                    connect_failures_total: e.connect_failures.load(Ordering::Relaxed),
+                    idle_connections: e.pool.idle_count(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    pub name: String,
+    pub discovery: Discovery,
+    pub lb_policy: LbPolicy,
+    pub protocol: config::UpstreamProtocol,
+    pub endpoints: Vec<EndpointView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EndpointView {
+    pub address: String,
+    pub weight: u32,
+    pub healthy: bool,
+    pub active_requests: u64,
+    pub requests_total: u64,
+    pub connect_failures_total: u64,
+    pub idle_connections: usize,
+}
+
+/// Background upkeep for one cluster: DNS re-resolution and closing idle pooled connections
+/// past their idle timeout. Ends when the cluster is dropped (after a reload removed it).
+async fn maintain(cluster: Weak<Cluster>) {
+    let period = match cluster.upgrade() {
+        Some(c) => match c.config.discovery {
+            Discovery::Dns => c.config.dns_refresh_rate.get(),
+            Discovery::Static => c.config.idle_timeout.get().min(Duration::from_secs(10)),
+        },
+        None => return,
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(c) = cluster.upgrade() else { return };
+        if c.config.discovery == Discovery::Dns {
+            c.resolve().await;
+        }
+        for e in c.set.load().endpoints.iter() {
+            e.pool.evict_expired();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(yaml: &str) -> config::Cluster {
+        serde_norway::from_str(yaml).unwrap()
+    }
+
+    #[tokio::test]
+    async fn round_robin_cycles_by_weight() {
+        let c = Cluster::build(
+            &cfg("{name: c, endpoints: [\"127.0.0.1:1\", {address: \"127.0.0.1:2\", weight: 2}]}"),
+            &Metrics::new("t"),
+        )
+        .await;
+        let ports: Vec<u16> = (0..6).map(|_| c.pick(None).unwrap().addr.port()).collect();
+        assert_eq!(ports.iter().filter(|p| **p == 2).count(), 4);
+    }
+
+    #[tokio::test]
+    async fn least_request_avoids_the_busy_endpoint() {
+        let c = Cluster::build(
+            &cfg("{name: c, lb_policy: least_request, endpoints: [\"127.0.0.1:1\", \"127.0.0.1:2\"]}"),
+            &Metrics::new("t"),
+        )
+        .await;
+        let busy = c.endpoints()[0].clone();
+        let _guards: Vec<_> = (0..5).map(|_| busy.start_request()).collect();
+        for _ in 0..50 {
+            assert_eq!(c.pick(None).unwrap().addr.port(), 2);
+        }
+    }
+
+    #[tokio::test]
+    async fn ring_hash_is_sticky() {
+        let c = Cluster::build(
+            &cfg("{name: c, lb_policy: ring_hash, hash_policy: {header: x-user}, endpoints: [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\"]}"),
+            &Metrics::new("t"),
+        )
+        .await;
+        let h = lb::hash_key(b"alice");
+        let first = c.pick(Some(h)).unwrap().addr;
+        for _ in 0..20 {
+            assert_eq!(c.pick(Some(h)).unwrap().addr, first);
+        }
+    }
+
+    #[tokio::test]
+    async fn dns_discovery_resolves_localhost() {
+        let c = Cluster::build(
+            &cfg("{name: c, discovery: dns, endpoints: [\"localhost:9\"]}"),
+            &Metrics::new("t"),
+        )
+        .await;
+        let eps = c.endpoints();
+        assert!(!eps.is_empty());
+        assert!(
+            eps.iter()
+                .all(|e| e.addr.ip().is_loopback() && e.addr.port() == 9)
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! Why a request failed, as the client, the access log and the metrics see it.
+//!
+//! Every failure the proxy answers itself carries a stable reason (`upstream_connect_failed`,
+//! `no_route`, ...) in the `x-sidecar-error` header, the body and the access log: the answer to
+//! "was it the app or the proxy?" is on the response itself, never a bare 503.
+
+use http::StatusCode;
+
+/// The header that names the reason of every local reply.
+pub const ERROR_HEADER: &str = "x-sidecar-error";
+
+/// A failure on the way to, or back from, an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matched {0}")]
+    NoRoute(String),
+    #[error("cluster {0:?} has no endpoint to send to")]
+    NoHealthyUpstream(String),
+    #[error("connect to {addr} failed: {source}")]
+    ConnectFailed {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("connect to {0} timed out")]
+    ConnectTimeout(std::net::SocketAddr),
+    #[error("no response headers within the route timeout of {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("upstream closed the connection before responding: {0}")]
+    Reset(String),
+    #[error("upstream sent a malformed response: {0}")]
+    Protocol(String),
+    #[error("request headers are {size} bytes; the limit is {limit}")]
+    HeadersTooLarge { size: usize, limit: usize },
+    #[error("request has {count} header fields; the limit is {limit}")]
+    TooManyHeaders { count: usize, limit: usize },
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    /// The stable reason, for the header, the access log and metrics labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute(_) => "no_route",
+            ProxyError::NoHealthyUpstream(_) => "no_healthy_upstream",
+            ProxyError::ConnectFailed { .. } => "upstream_connect_failed",
+            ProxyError::ConnectTimeout(_) => "upstream_connect_timeout",
+            ProxyError::Timeout(_) => "upstream_timeout",
+            ProxyError::Reset(_) => "upstream_reset",
+            ProxyError::Protocol(_) => "upstream_protocol_error",
+            ProxyError::HeadersTooLarge { .. } => "request_headers_too_large",
+            ProxyError::TooManyHeaders { .. } => "too_many_headers",
+            ProxyError::BadRequest(_) => "bad_request",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ProxyError::NoHealthyUpstream(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ConnectFailed { .. } | ProxyError::Reset(_) | ProxyError::Protocol(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::ConnectTimeout(_) | ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::HeadersTooLarge { .. } | ProxyError::TooManyHeaders { .. } => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// Sort a hyper client error from sending a request into reset vs protocol error.
+    pub fn from_upstream(e: &hyper::Error) -> ProxyError {
+        if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+            ProxyError::Protocol(e.to_string())
+        } else {
+            let mut msg = e.to_string();
+            if let Some(src) = std::error::Error::source(e) {
+                msg.push_str(": ");
+                msg.push_str(&src.to_string());
+            }
+            ProxyError::Reset(msg)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_and_statuses() {
+        let e = ProxyError::NoRoute("GET /x".into());
+        assert_eq!((e.reason(), e.status().as_u16()), ("no_route", 404));
+        let e = ProxyError::Timeout(std::time::Duration::from_secs(1));
+        assert_eq!((e.reason(), e.status().as_u16()), ("upstream_timeout", 504));
+        let e = ProxyError::TooManyHeaders {
+            count: 200,
+            limit: 100,
+        };
+        assert_eq!((e.reason(), e.status().as_u16()), ("too_many_headers", 431));
+    }
+}

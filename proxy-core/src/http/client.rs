@@ -1,0 +1,218 @@
+//! Upstream connections: connect with a deadline, keep HTTP/1 connections in a per-endpoint
+//! idle pool, share one multiplexed HTTP/2 connection per endpoint.
+//!
+//! The pool is a short critical section (push/pop on a `Vec`) behind a mutex that is never
+//! held across an await. A request sent on a pooled connection that the upstream closed in
+//! the meantime is not lost: hyper hands it back unsent and it goes out on a fresh connection.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::body::RequestBody;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::cluster::{Cluster, Endpoint};
+use crate::config::{self, UpstreamProtocol};
+use crate::error::ProxyError;
+
+type H1 = http1::SendRequest<RequestBody>;
+type H2 = http2::SendRequest<RequestBody>;
+
+/// A connection ready to carry one request.
+pub enum Sender {
+    H1(H1),
+    H2(H2),
+}
+
+struct Idle {
+    tx: H1,
+    since: Instant,
+}
+
+/// Per-endpoint connection pool.
+pub struct Pool {
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<H2>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("idle", &self.idle_count())
+            .finish()
+    }
+}
+
+impl Pool {
+    pub fn new(cfg: &config::Cluster) -> Pool {
+        Pool {
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+            max_idle: cfg.max_idle_connections,
+            idle_timeout: cfg.idle_timeout.get(),
+        }
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    fn take_idle(&self) -> Option<H1> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(i) = idle.pop() {
+            if !i.tx.is_closed() && i.since.elapsed() < self.idle_timeout {
+                return Some(i.tx);
+            }
+        }
+        None
+    }
+
+    /// Give a connection back after its response ended.
+    pub fn put(&self, tx: H1) {
+        if tx.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.max_idle
+        {
+            idle.push(Idle {
+                tx,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Close pooled connections idle for longer than the idle timeout.
+    pub fn evict_expired(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            let timeout = self.idle_timeout;
+            idle.retain(|i| !i.tx.is_closed() && i.since.elapsed() < timeout);
+        }
+    }
+}
+
+/// Open a new connection to `ep` and do the HTTP handshake.
+async fn connect(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyError> {
+    let stream = match tokio::time::timeout(
+        cluster.config.connect_timeout.get(),
+        TcpStream::connect(ep.addr),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => {
+            cluster.stats.connect_failures.inc();
+            ep.connect_failed();
+            return Err(ProxyError::ConnectFailed {
+                addr: ep.addr,
+                source,
+            });
+        }
+        Err(_) => {
+            cluster.stats.connect_failures.inc();
+            ep.connect_failed();
+            return Err(ProxyError::ConnectTimeout(ep.addr));
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let io = TokioIo::new(stream);
+    let active = cluster.stats.active_connections.clone();
+    cluster.stats.connections.inc();
+    let handshake_failed =
+        |e: hyper::Error| ProxyError::Reset(format!("handshake with {}: {e}", ep.addr));
+    match cluster.config.protocol {
+        UpstreamProtocol::Http1 => {
+            let (tx, conn) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(handshake_failed)?;
+            active.inc();
+            tokio::spawn(async move {
+                let _ = conn.with_upgrades().await;
+                active.dec();
+            });
+            Ok(Sender::H1(tx))
+        }
+        UpstreamProtocol::Http2 => {
+            let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(io)
+                .await
+                .map_err(handshake_failed)?;
+            active.inc();
+            tokio::spawn(async move {
+                let _ = conn.await;
+                active.dec();
+            });
+            Ok(Sender::H2(tx))
+        }
+    }
+}
+
+/// A connection for one request: pooled if one is ready, else new.
+pub async fn checkout(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyError> {
+    match cluster.config.protocol {
+        UpstreamProtocol::Http1 => {
+            while let Some(mut tx) = ep.pool.take_idle() {
+                if tx.ready().await.is_ok() {
+                    return Ok(Sender::H1(tx));
+                }
+            }
+            connect(cluster, ep).await
+        }
+        UpstreamProtocol::Http2 => {
+            if let Some(tx) = ep.pool.h2.lock().ok().and_then(|g| g.clone())
+                && !tx.is_closed()
+            {
+                return Ok(Sender::H2(tx));
+            }
+            let sender = connect(cluster, ep).await?;
+            if let (Sender::H2(tx), Ok(mut slot)) = (&sender, ep.pool.h2.lock()) {
+                *slot = Some(tx.clone());
+            }
+            Ok(sender)
+        }
+    }
+}
+
+/// Send `req`; on a pooled HTTP/1 connection that turned out to be closed before the request
+/// went out, resend it once on a fresh connection. Returns the response and, for HTTP/1, the
+/// connection to return to the pool when the response body ends.
+pub async fn send(
+    cluster: &Cluster,
+    ep: &Endpoint,
+    req: Request<RequestBody>,
+) -> Result<(Response<Incoming>, Option<H1>), ProxyError> {
+    let mut req = req;
+    for attempt in 0..2 {
+        match checkout(cluster, ep).await? {
+            Sender::H1(mut tx) => match tx.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, Some(tx))),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if attempt == 0 => req = unsent,
+                    _ => return Err(ProxyError::from_upstream(e.error())),
+                },
+            },
+            Sender::H2(mut tx) => match tx.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, None)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if attempt == 0 => {
+                        if let Ok(mut slot) = ep.pool.h2.lock() {
+                            *slot = None;
+                        }
+                        req = unsent;
+                    }
+                    _ => return Err(ProxyError::from_upstream(e.error())),
+                },
+            },
+        }
+    }
+    unreachable!("the loop returns on its second attempt")
+}

@@ -1,0 +1,164 @@
+//! Header handling on the way through: hop-by-hop fields, `x-forwarded-*`, `x-request-id`.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Remove the hop-by-hop fields of RFC 9110 §7.6.1, including any named in `Connection`.
+/// `te: trailers` survives (gRPC needs it); an upgrade keeps `connection`/`upgrade`.
+pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    // Fields listed in Connection are hop-by-hop too (rare; skip the work when absent).
+    if let Some(conn) = h.get(header::CONNECTION)
+        && let Ok(list) = conn.to_str()
+    {
+        let named: Vec<HeaderName> = list
+            .split(',')
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(upgrade && (n == header::UPGRADE || n == header::CONNECTION)))
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
+    }
+    if !upgrade {
+        h.remove(header::CONNECTION);
+        h.remove(header::UPGRADE);
+    }
+    h.remove(&KEEP_ALIVE);
+    h.remove(&PROXY_CONNECTION);
+    h.remove(header::TRANSFER_ENCODING);
+    h.remove(header::TRAILER);
+    h.remove(header::PROXY_AUTHENTICATE);
+    h.remove(header::PROXY_AUTHORIZATION);
+    if let Some(te) = h.get(header::TE)
+        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
+    {
+        h.remove(header::TE);
+    }
+}
+
+/// Is this an HTTP/1.1 upgrade request (WebSocket and friends)?
+pub fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .map(|s| {
+                    s.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                })
+                .unwrap_or(false)
+        })
+}
+
+/// Append the client address to `x-forwarded-for`; set `x-forwarded-proto` when absent.
+pub fn forwarded(h: &mut HeaderMap, client: IpAddr, proto: &'static str) {
+    let mut buf = itoa_ip(client);
+    if let Some(prev) = h.get(&X_FORWARDED_FOR) {
+        let mut joined = Vec::with_capacity(prev.len() + 2 + buf.len());
+        joined.extend_from_slice(prev.as_bytes());
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(buf.as_bytes());
+        buf = String::from_utf8(joined).unwrap_or(buf);
+    }
+    if let Ok(v) = HeaderValue::from_str(&buf) {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !h.contains_key(&X_FORWARDED_PROTO) {
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+}
+
+fn itoa_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+/// The request's id: the one it came with, or a new UUID v4.
+pub fn request_id(h: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = h.get(&X_REQUEST_ID)
+        && !v.is_empty()
+    {
+        return v.clone();
+    }
+    let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let s = id.hyphenated().encode_lower(&mut buf);
+    let v = HeaderValue::from_str(s).expect("a UUID is a valid header value");
+    h.insert(X_REQUEST_ID.clone(), v.clone());
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_fields() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("te", "gzip"),
+            ("transfer-encoding", "chunked"),
+            ("x-app", "kept"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-app"], "kept");
+        let mut h = map(&[("te", "trailers")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn upgrade_keeps_its_headers() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "Upgrade");
+    }
+
+    #[test]
+    fn forwarded_appends() {
+        let mut h = map(&[("x-forwarded-for", "10.0.0.1")]);
+        forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        let mut h = HeaderMap::new();
+        forwarded(&mut h, "::ffff:127.0.0.2".parse().unwrap(), "https");
+        assert_eq!(h["x-forwarded-for"], "127.0.0.2");
+    }
+
+    #[test]
+    fn request_id_generated_or_kept() {
+        let mut h = HeaderMap::new();
+        let id = request_id(&mut h);
+        assert_eq!(id.len(), 36);
+        assert_eq!(h["x-request-id"], id);
+        let mut h = map(&[("x-request-id", "abc")]);
+        assert_eq!(request_id(&mut h), "abc");
+    }
+}

@@ -1,0 +1,8 @@
+//! HTTP: serving downstream connections, the request's trip through the proxy, header
+//! handling, and pooled upstream connections.
+
+pub mod body;
+pub mod client;
+pub mod headers;
+pub mod proxy;
+pub mod server;

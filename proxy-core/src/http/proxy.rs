@@ -1,0 +1,385 @@
+//! The life of one proxied HTTP request, in order:
+//! limits → route → cluster → endpoint → pooled connection → response → (body end) telemetry.
+//!
+//! Everything a failure needs to explain itself (reason, status, detail) comes from
+//! `ProxyError`; the request's record (metrics, access log) is written once, by `Finish`,
+//! when the response body ends.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use super::body::{RequestBody, ResponseBody};
+use super::client;
+use super::headers;
+use crate::cluster::ActiveRequest;
+use crate::config::UpstreamProtocol;
+use crate::error::{ERROR_HEADER, ProxyError};
+use crate::route::{Route, rewrite_headers};
+use crate::snapshot::{ListenerRoutes, Snapshot};
+use crate::telemetry::access_log::{self, AccessLog};
+use crate::telemetry::metrics::{ListenerStats, RouteStats};
+
+/// What a listener's connections share.
+pub struct ListenerCtx {
+    pub name: Arc<str>,
+    pub stats: ListenerStats,
+    pub unrouted: Arc<RouteStats>,
+    pub snapshot: Arc<arc_swap::ArcSwap<Snapshot>>,
+}
+
+/// The request facts the access log needs, captured only when it is on.
+struct LogFacts {
+    start_time: SystemTime,
+    method: http::Method,
+    authority: String,
+    path: String,
+    protocol: &'static str,
+    request_id: HeaderValue,
+    user_agent: Option<HeaderValue>,
+    received: Arc<AtomicU64>,
+    remote: SocketAddr,
+    route: Option<Arc<str>>,
+    cluster: Option<Arc<str>>,
+    upstream: Option<SocketAddr>,
+    reason: Option<&'static str>,
+}
+
+/// Records a request when its response ends (or is abandoned).
+pub struct Finish {
+    start: Instant,
+    status: u16,
+    listener: Arc<ListenerCtx>,
+    stats: Arc<RouteStats>,
+    active: Option<ActiveRequest>,
+    log: Option<(Arc<AccessLog>, Box<LogFacts>)>,
+}
+
+impl Finish {
+    pub(super) fn return_connection(&self, tx: http1::SendRequest<RequestBody>) {
+        if let Some(a) = &self.active {
+            a.endpoint().pool.put(tx);
+        }
+    }
+
+    pub(super) fn done(self, bytes_sent: u64) {
+        let elapsed = self.start.elapsed();
+        self.stats.record(self.status, elapsed);
+        self.listener.stats.active_requests.dec();
+        if let Some((log, f)) = &self.log {
+            log.write(&access_log::Entry {
+                start_time: access_log::rfc3339(f.start_time),
+                method: f.method.as_str(),
+                authority: &f.authority,
+                path: &f.path,
+                protocol: f.protocol,
+                status: self.status,
+                reason: f.reason,
+                bytes_received: f.received.load(Ordering::Relaxed),
+                bytes_sent,
+                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                upstream_host: f.upstream,
+                upstream_cluster: f.cluster.as_deref(),
+                route: f.route.as_deref(),
+                listener: &self.listener.name,
+                request_id: f.request_id.to_str().unwrap_or(""),
+                downstream_remote_address: f.remote,
+                user_agent: f.user_agent.as_ref().and_then(|v| v.to_str().ok()),
+            });
+        }
+    }
+}
+
+fn protocol_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// A response made by the proxy itself, saying which stage failed and why.
+pub fn local_reply(err: &ProxyError, request_id: Option<&HeaderValue>) -> Response<Bytes> {
+    let reason = err.reason();
+    let body = Bytes::from(format!("{reason}: {err}\n"));
+    let mut resp = Response::new(body);
+    *resp.status_mut() = err.status();
+    let h = resp.headers_mut();
+    h.insert(ERROR_HEADER, HeaderValue::from_static(reason));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Some(id) = request_id {
+        h.insert(headers::X_REQUEST_ID.clone(), id.clone());
+    }
+    resp
+}
+
+/// hyper's service entry point for one request on a listener.
+pub async fn handle(
+    l: Arc<ListenerCtx>,
+    remote: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let start = Instant::now();
+    l.stats.active_requests.inc();
+    let snap = l.snapshot.load_full();
+    let version = req.version();
+    let mut finish = Finish {
+        start,
+        status: 0,
+        stats: l.unrouted.clone(),
+        listener: l.clone(),
+        active: None,
+        log: None,
+    };
+    let routes = snap.listeners.get(&*l.name).cloned();
+    let result = match routes {
+        Some(routes) => forward(&routes, &snap, remote, req, &mut finish).await,
+        None => Err((
+            ProxyError::NoRoute("this listener was removed".into()),
+            None,
+        )),
+    };
+    let mut resp = match result {
+        Ok(Forwarded::Response(resp, pooled)) => {
+            resp.map(|b| ResponseBody::upstream(b, pooled, finish))
+        }
+        Ok(Forwarded::Upgraded(parts)) => {
+            Response::from_parts(parts, ResponseBody::local(Bytes::new(), Some(finish)))
+        }
+        Err((err, request_id)) => {
+            l.stats.local_reply(err.reason());
+            if let Some((_, facts)) = &mut finish.log {
+                facts.reason = Some(err.reason());
+            }
+            tracing::debug!(listener = %l.name, reason = err.reason(), error = %err, "local reply");
+            let (parts, body) = local_reply(&err, request_id.as_ref()).into_parts();
+            finish.status = parts.status.as_u16();
+            Response::from_parts(parts, ResponseBody::local(body, Some(finish)))
+        }
+    };
+    *resp.version_mut() = version;
+    Ok(resp)
+}
+
+type Failure = (ProxyError, Option<HeaderValue>);
+
+/// What came back from upstream, before it becomes the client's response.
+enum Forwarded {
+    /// A response whose body streams from upstream; HTTP/1 connection to pool at its end.
+    Response(Response<Incoming>, Option<http1::SendRequest<RequestBody>>),
+    /// `101 Switching Protocols`: the tunnel runs in its own task.
+    Upgraded(http::response::Parts),
+}
+
+async fn forward(
+    routes: &ListenerRoutes,
+    snap: &Snapshot,
+    remote: SocketAddr,
+    mut req: Request<Incoming>,
+    finish: &mut Finish,
+) -> Result<Forwarded, Failure> {
+    let request_id = headers::request_id(req.headers_mut());
+    let fail = |e: ProxyError| (e, Some(request_id.clone()));
+
+    // Limits first: a request over them costs nothing more.
+    let limits = &routes.config;
+    let count = req.headers().len();
+    if count > limits.max_request_headers {
+        return Err(fail(ProxyError::TooManyHeaders {
+            count,
+            limit: limits.max_request_headers,
+        }));
+    }
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + 16;
+    let limit = limits.max_request_headers_size.as_usize();
+    if size > limit {
+        return Err(fail(ProxyError::HeadersTooLarge { size, limit }));
+    }
+
+    // The authority: the URI's (HTTP/2, absolute-form) or the Host header.
+    let authority: Authority = match req.uri().authority() {
+        Some(a) => a.clone(),
+        None => match req
+            .headers()
+            .get(header::HOST)
+            .map(|h| Authority::try_from(h.as_bytes()))
+        {
+            Some(Ok(a)) => a,
+            Some(Err(_)) => return Err(fail(ProxyError::BadRequest("invalid Host header"))),
+            None if req.version() == Version::HTTP_10 => Authority::from_static("localhost"),
+            None => return Err(fail(ProxyError::BadRequest("missing Host header"))),
+        },
+    };
+    let mut received = None;
+    if let Some(log) = &snap.access_log {
+        let counter = Arc::new(AtomicU64::new(0));
+        received = Some(counter.clone());
+        finish.log = Some((
+            log.clone(),
+            Box::new(LogFacts {
+                start_time: SystemTime::now(),
+                method: req.method().clone(),
+                authority: authority.as_str().to_owned(),
+                path: req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned(),
+                protocol: protocol_name(req.version()),
+                request_id: request_id.clone(),
+                user_agent: req.headers().get(header::USER_AGENT).cloned(),
+                received: counter,
+                remote,
+                route: None,
+                cluster: None,
+                upstream: None,
+                reason: None,
+            }),
+        ));
+    }
+
+    let route: &Route = routes
+        .routes
+        .iter()
+        .find(|r| r.matches(authority.host(), req.uri().path(), req.headers()))
+        .ok_or_else(|| {
+            fail(ProxyError::NoRoute(format!(
+                "{} {}{}",
+                req.method(),
+                authority,
+                req.uri().path()
+            )))
+        })?;
+    let target = route
+        .target()
+        .ok_or_else(|| fail(ProxyError::NoHealthyUpstream(route.name.to_string())))?;
+    let cluster = &target.cluster;
+    finish.stats = target.stats.clone();
+    if let Some((_, f)) = &mut finish.log {
+        f.route = Some(route.name.clone());
+        f.cluster = Some(cluster.name.clone());
+    }
+
+    let hash = cluster
+        .config
+        .hash_policy
+        .as_ref()
+        .and_then(|hp| req.headers().get(hp.header.as_str()))
+        .map(|v| crate::cluster::lb::hash_key(v.as_bytes()));
+    let endpoint = cluster
+        .pick(hash)
+        .ok_or_else(|| fail(ProxyError::NoHealthyUpstream(cluster.name.to_string())))?;
+    if let Some((_, f)) = &mut finish.log {
+        f.upstream = Some(endpoint.addr);
+    }
+
+    // Headers for the upstream.
+    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    {
+        let h = req.headers_mut();
+        headers::strip_hop_by_hop(h, upgrade);
+        h.remove(header::EXPECT);
+        headers::forwarded(h, remote.ip(), "http");
+        rewrite_headers(
+            h,
+            &route.request_headers_to_remove,
+            &route.request_headers_to_add,
+        );
+    }
+    let (mut parts, body) = req.into_parts();
+    match cluster.config.protocol {
+        UpstreamProtocol::Http1 => {
+            if parts.uri.authority().is_some() || parts.uri.scheme().is_some() {
+                let pq = parts
+                    .uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/"));
+                parts.uri = Uri::from(pq);
+            }
+            if !parts.headers.contains_key(header::HOST)
+                && let Ok(v) = HeaderValue::from_str(authority.as_str())
+            {
+                parts.headers.insert(header::HOST, v);
+            }
+            if parts.version != Version::HTTP_10 {
+                parts.version = Version::HTTP_11;
+            }
+        }
+        UpstreamProtocol::Http2 => {
+            let mut u = Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(authority.clone());
+            if let Some(pq) = parts.uri.path_and_query() {
+                u = u.path_and_query(pq.clone());
+            }
+            parts.uri = u
+                .build()
+                .map_err(|_| fail(ProxyError::BadRequest("invalid request target")))?;
+            parts.headers.remove(header::HOST);
+            parts.version = Version::HTTP_2;
+        }
+    }
+    let up_req = Request::from_parts(parts, RequestBody::new(body, received));
+
+    finish.active = Some(endpoint.start_request());
+    let sent = tokio::time::timeout(route.timeout, client::send(cluster, &endpoint, up_req)).await;
+    let (mut resp, pooled) = match sent {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(fail(e)),
+        Err(_) => {
+            cluster.stats.timeouts.inc();
+            return Err(fail(ProxyError::Timeout(route.timeout)));
+        }
+    };
+    let status = resp.status();
+    cluster.stats.response(status.as_u16());
+    finish.status = status.as_u16();
+
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(down) = downstream_upgrade {
+            let up = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                if let (Ok(down), Ok(up)) = (down.await, up.await) {
+                    let _ = tokio::io::copy_bidirectional(
+                        &mut TokioIo::new(down),
+                        &mut TokioIo::new(up),
+                    )
+                    .await;
+                }
+            });
+        }
+        return Ok(Forwarded::Upgraded(resp.into_parts().0));
+    }
+
+    let h = resp.headers_mut();
+    headers::strip_hop_by_hop(h, false);
+    rewrite_headers(
+        h,
+        &route.response_headers_to_remove,
+        &route.response_headers_to_add,
+    );
+    h.insert(headers::X_REQUEST_ID.clone(), request_id);
+    Ok(Forwarded::Response(resp, pooled))
+}

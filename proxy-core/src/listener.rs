@@ -1,0 +1,89 @@
+//! Listeners: bind, accept, and hand each connection to the HTTP server or the TCP proxy.
+//! Each connection task is tracked so a drain can wait for them all.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ListenerProtocol;
+use crate::http::proxy::ListenerCtx;
+use crate::snapshot::Snapshot;
+use crate::telemetry::metrics::Metrics;
+
+/// Bind a listener socket with the options a proxy wants (address reuse, a deep backlog).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+pub struct Accept {
+    pub name: String,
+    pub listener: TcpListener,
+    pub snapshot: Arc<arc_swap::ArcSwap<Snapshot>>,
+    pub metrics: Metrics,
+    /// Stop accepting when this turns true.
+    pub stop: watch::Receiver<bool>,
+    /// Ask open connections to finish when this turns true.
+    pub drain: watch::Receiver<bool>,
+    pub tracker: TaskTracker,
+}
+
+/// Accept until stopped. Accept errors (e.g. out of file descriptors) back off briefly
+/// instead of spinning.
+pub async fn run(a: Accept) {
+    let stats = a.metrics.listener(&a.name);
+    let ctx = Arc::new(ListenerCtx {
+        name: a.name.as_str().into(),
+        unrouted: Arc::new(stats.unrouted.clone()),
+        stats,
+        snapshot: a.snapshot.clone(),
+    });
+    let mut stop = a.stop;
+    loop {
+        let accepted = tokio::select! {
+            r = a.listener.accept() => r,
+            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => break,
+        };
+        let (stream, remote) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(listener = %a.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let snap = a.snapshot.load();
+        let Some(routes) = snap.listeners.get(&a.name).cloned() else {
+            continue;
+        };
+        drop(snap);
+        let ctx = ctx.clone();
+        let drain = a.drain.clone();
+        a.tracker.spawn(async move {
+            ctx.stats.connections.inc();
+            ctx.stats.active_connections.inc();
+            let cfg = &routes.config;
+            match (cfg.protocol, &routes.cluster) {
+                (ListenerProtocol::Tcp, Some(cluster)) => {
+                    crate::tcp::proxy(stream, cluster.clone(), cfg.idle_timeout.get(), &ctx.stats)
+                        .await
+                }
+                _ => crate::http::server::serve(stream, remote, cfg, ctx.clone(), drain).await,
+            }
+            ctx.stats.active_connections.dec();
+        });
+    }
+    tracing::info!(listener = %a.name, "stopped accepting");
+}

@@ -1,0 +1,278 @@
+//! Routes compiled from config: matchers ready to run (regexes compiled, header names
+//! parsed) and targets holding their clusters and metric handles directly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use regex::Regex;
+
+use crate::cluster::Cluster;
+use crate::config;
+use crate::telemetry::metrics::{Metrics, RouteStats};
+
+enum HostMatch {
+    Any,
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`.
+    Suffix(String),
+    /// `api.*` stored as `api.`.
+    Prefix(String),
+}
+
+impl HostMatch {
+    fn new(p: &str) -> HostMatch {
+        let p = p.to_ascii_lowercase();
+        if p == "*" {
+            HostMatch::Any
+        } else if let Some(s) = p.strip_prefix('*') {
+            HostMatch::Suffix(s.to_owned())
+        } else if let Some(s) = p.strip_suffix('*') {
+            HostMatch::Prefix(s.to_owned())
+        } else {
+            HostMatch::Exact(p)
+        }
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Any => true,
+            HostMatch::Exact(h) => host.eq_ignore_ascii_case(h),
+            HostMatch::Suffix(s) => {
+                host.len() > s.len()
+                    && host.is_char_boundary(host.len() - s.len())
+                    && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
+            }
+            HostMatch::Prefix(p) => {
+                host.len() > p.len()
+                    && host.is_char_boundary(p.len())
+                    && host[..p.len()].eq_ignore_ascii_case(p)
+            }
+        }
+    }
+}
+
+enum PathMatch {
+    Any,
+    Prefix(String),
+    Exact(String),
+    Regex(Regex),
+}
+
+enum ValueMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+    Present(bool),
+}
+
+struct HeaderMatcher {
+    name: HeaderName,
+    value: ValueMatch,
+    invert: bool,
+}
+
+impl HeaderMatcher {
+    fn matches(&self, headers: &HeaderMap) -> bool {
+        let v = headers.get(&self.name);
+        let hit = match (&self.value, v) {
+            (ValueMatch::Present(p), v) => *p == v.is_some(),
+            (_, None) => false,
+            (ValueMatch::Exact(e), Some(v)) => v.as_bytes() == e.as_bytes(),
+            (ValueMatch::Prefix(p), Some(v)) => v.as_bytes().starts_with(p.as_bytes()),
+            (ValueMatch::Regex(r), Some(v)) => v.to_str().is_ok_and(|s| r.is_match(s)),
+        };
+        hit != self.invert
+    }
+}
+
+/// A header to add: name, value, and whether to append beside existing values.
+pub type HeaderAdd = (HeaderName, HeaderValue, bool);
+
+/// One cluster a route sends to, with the route's metric handles for it.
+pub struct Target {
+    pub cluster: Arc<Cluster>,
+    pub weight: u32,
+    pub stats: Arc<RouteStats>,
+}
+
+pub struct Route {
+    pub name: Arc<str>,
+    hosts: Vec<HostMatch>,
+    path: PathMatch,
+    headers: Vec<HeaderMatcher>,
+    targets: Vec<Target>,
+    cumulative: Vec<u64>,
+    pub timeout: Duration,
+    pub request_headers_to_add: Vec<HeaderAdd>,
+    pub request_headers_to_remove: Vec<HeaderName>,
+    pub response_headers_to_add: Vec<HeaderAdd>,
+    pub response_headers_to_remove: Vec<HeaderName>,
+}
+
+fn header_adds(list: &[config::HeaderValueOption]) -> Vec<HeaderAdd> {
+    list.iter()
+        .filter_map(|h| {
+            Some((
+                HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                HeaderValue::from_str(&h.value).ok()?,
+                h.append,
+            ))
+        })
+        .collect()
+}
+
+fn header_names(list: &[String]) -> Vec<HeaderName> {
+    list.iter()
+        .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+        .collect()
+}
+
+/// Regexes in config must match the whole value, as Envoy's `safe_regex` does.
+fn anchored(re: &str) -> Option<Regex> {
+    Regex::new(&format!("^(?:{re})$")).ok()
+}
+
+impl Route {
+    /// Compile a validated route. `clusters` resolves names; validation guaranteed they exist.
+    pub fn build(
+        listener: &str,
+        cfg: &config::Route,
+        cluster: impl Fn(&str) -> Option<Arc<Cluster>>,
+        metrics: &Metrics,
+    ) -> Route {
+        let m = &cfg.matcher;
+        let path = if let Some(p) = &m.prefix {
+            PathMatch::Prefix(p.clone())
+        } else if let Some(p) = &m.path {
+            PathMatch::Exact(p.clone())
+        } else if let Some(r) = m.regex.as_deref().and_then(anchored) {
+            PathMatch::Regex(r)
+        } else {
+            PathMatch::Any
+        };
+        let headers = m
+            .headers
+            .iter()
+            .filter_map(|h| {
+                let value = if let Some(e) = &h.exact {
+                    ValueMatch::Exact(e.clone())
+                } else if let Some(p) = &h.prefix {
+                    ValueMatch::Prefix(p.clone())
+                } else if let Some(r) = &h.regex {
+                    ValueMatch::Regex(anchored(r)?)
+                } else {
+                    ValueMatch::Present(h.present.unwrap_or(true))
+                };
+                Some(HeaderMatcher {
+                    name: HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                    value,
+                    invert: h.invert,
+                })
+            })
+            .collect();
+        let wanted: Vec<(&str, u32)> = match &cfg.cluster {
+            Some(c) => vec![(c.as_str(), 1)],
+            None => cfg
+                .weighted_clusters
+                .iter()
+                .map(|w| (w.name.as_str(), w.weight))
+                .collect(),
+        };
+        let targets: Vec<Target> = wanted
+            .into_iter()
+            .filter_map(|(name, weight)| {
+                Some(Target {
+                    cluster: cluster(name)?,
+                    weight,
+                    stats: Arc::new(metrics.route(listener, &cfg.name, name)),
+                })
+            })
+            .collect();
+        let cumulative =
+            crate::cluster::lb::cumulative(&targets.iter().map(|t| t.weight).collect::<Vec<_>>());
+        Route {
+            name: cfg.name.as_str().into(),
+            hosts: m.hosts.iter().map(|h| HostMatch::new(h)).collect(),
+            path,
+            headers,
+            targets,
+            cumulative,
+            timeout: cfg.timeout.get(),
+            request_headers_to_add: header_adds(&cfg.request_headers_to_add),
+            request_headers_to_remove: header_names(&cfg.request_headers_to_remove),
+            response_headers_to_add: header_adds(&cfg.response_headers_to_add),
+            response_headers_to_remove: header_names(&cfg.response_headers_to_remove),
+        }
+    }
+
+    /// `host` is the request's host without port.
+    pub fn matches(&self, host: &str, path: &str, headers: &HeaderMap) -> bool {
+        (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host)))
+            && match &self.path {
+                PathMatch::Any => true,
+                PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+                PathMatch::Exact(p) => path == p,
+                PathMatch::Regex(r) => r.is_match(path),
+            }
+            && self.headers.iter().all(|h| h.matches(headers))
+    }
+
+    /// The target for one request: the only one, or one drawn by weight.
+    pub fn target(&self) -> Option<&Target> {
+        match self.targets.len() {
+            0 => None,
+            1 => self.targets.first(),
+            _ => self
+                .targets
+                .get(crate::cluster::lb::weighted_random(&self.cumulative)),
+        }
+    }
+}
+
+/// Apply a route's header removals, then additions.
+pub fn rewrite_headers(h: &mut HeaderMap, remove: &[HeaderName], add: &[HeaderAdd]) {
+    for n in remove {
+        h.remove(n);
+    }
+    for (n, v, append) in add {
+        if *append {
+            h.append(n.clone(), v.clone());
+        } else {
+            h.insert(n.clone(), v.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_patterns() {
+        assert!(HostMatch::new("*.example.com").matches("api.example.com"));
+        assert!(!HostMatch::new("*.example.com").matches("example.com"));
+        assert!(HostMatch::new("api.*").matches("api.internal"));
+        assert!(HostMatch::new("Exact.Host").matches("exact.host"));
+        assert!(HostMatch::new("*").matches("anything"));
+        assert!(!HostMatch::new("*.ü.com").matches("ü.com"));
+    }
+
+    #[test]
+    fn header_matchers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-canary", "yes".parse().unwrap());
+        let m = |value, invert| HeaderMatcher {
+            name: HeaderName::from_static("x-canary"),
+            value,
+            invert,
+        };
+        assert!(m(ValueMatch::Exact("yes".into()), false).matches(&h));
+        assert!(m(ValueMatch::Prefix("y".into()), false).matches(&h));
+        assert!(m(ValueMatch::Regex(anchored("y.s").unwrap()), false).matches(&h));
+        assert!(!m(ValueMatch::Regex(anchored("y").unwrap()), false).matches(&h));
+        assert!(m(ValueMatch::Present(true), false).matches(&h));
+        assert!(m(ValueMatch::Exact("no".into()), true).matches(&h));
+        assert!(m(ValueMatch::Present(false), false).matches(&HeaderMap::new()));
+    }
+}

@@ -1,0 +1,454 @@
+//! The metrics registry and the pre-resolved handles the data path bumps.
+//!
+//! Label lookups (a lock and a hash) happen when a config snapshot is built, never per
+//! request: a route, listener or cluster holds its own handles, and a request only does
+//! atomic adds. Exposition is Prometheus text format 0.0.4 via `prometheus-client`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Bucket bounds in seconds, dense below a millisecond where a proxy's own time lives.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// A latency histogram updated with plain atomic adds (prometheus-client's own takes a mutex
+/// per observation).
+#[derive(Clone, Debug)]
+pub struct LatencyHistogram(Arc<HistogramInner>);
+
+#[derive(Debug)]
+struct HistogramInner {
+    /// One counter per bound, plus the +Inf bucket; not cumulative.
+    counts: Box<[AtomicU64]>,
+    sum_nanos: AtomicU64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram(Arc::new(HistogramInner {
+            counts: (0..=LATENCY_BUCKETS.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            sum_nanos: AtomicU64::new(0),
+        }))
+    }
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS.partition_point(|b| *b < secs);
+        self.0.counts[i].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        // The encoder accumulates: it takes each bucket's own count.
+        let mut total = 0;
+        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len() + 1);
+        for (i, c) in self.0.counts.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            total += n;
+            let bound = LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+            buckets.push((bound, n));
+        }
+        let sum = self.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, total, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    listener: String,
+    route: String,
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteClassLabels {
+    listener: String,
+    route: String,
+    cluster: String,
+    code_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    listener: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    listener: String,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterClassLabels {
+    cluster: String,
+    code_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+/// A family member's handle. The family's read guard must end here: a second lookup in the
+/// same expression would wait on the write lock forever.
+fn member<L, M>(family: &Family<L, M>, labels: &L) -> M
+where
+    L: Clone + std::hash::Hash + Eq,
+    M: Clone + Default,
+{
+    family.get_or_create(labels).clone()
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn class_index(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
+
+/// Every metric family of one program. Cheap to clone (families are shared handles).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    requests: Family<RouteClassLabels, Counter>,
+    duration: Family<RouteLabels, LatencyHistogram>,
+    local_replies: Family<ReasonLabels, Counter>,
+    ds_connections: Family<ListenerLabels, Counter>,
+    ds_active_connections: Family<ListenerLabels, Gauge>,
+    ds_active_requests: Family<ListenerLabels, Gauge>,
+    tcp_bytes: Family<DirectionLabels, Counter>,
+    us_requests: Family<ClusterClassLabels, Counter>,
+    us_connect_failures: Family<ClusterLabels, Counter>,
+    us_timeouts: Family<ClusterLabels, Counter>,
+    us_active_connections: Family<ClusterLabels, Gauge>,
+    us_connections: Family<ClusterLabels, Counter>,
+    reloads: Family<ResultLabels, Counter>,
+}
+
+impl Metrics {
+    /// A registry whose names all start with `prefix_` (`sidecar`, `ambassador`, `adapter`).
+    pub fn new(prefix: &str) -> Metrics {
+        let mut r = Registry::with_prefix(prefix);
+        let m = Metrics {
+            registry: Arc::default(),
+            requests: Family::default(),
+            duration: Family::default(),
+            local_replies: Family::default(),
+            ds_connections: Family::default(),
+            ds_active_connections: Family::default(),
+            ds_active_requests: Family::default(),
+            tcp_bytes: Family::default(),
+            us_requests: Family::default(),
+            us_connect_failures: Family::default(),
+            us_timeouts: Family::default(),
+            us_active_connections: Family::default(),
+            us_connections: Family::default(),
+            reloads: Family::default(),
+        };
+        r.register(
+            "requests",
+            "Downstream requests by listener, route, cluster and status class",
+            m.requests.clone(),
+        );
+        r.register_with_unit(
+            "request_duration",
+            "Time from request head received to response end",
+            Unit::Seconds,
+            m.duration.clone(),
+        );
+        r.register(
+            "local_replies",
+            "Responses made by the proxy itself, by reason",
+            m.local_replies.clone(),
+        );
+        r.register(
+            "downstream_connections",
+            "Downstream connections accepted",
+            m.ds_connections.clone(),
+        );
+        r.register(
+            "downstream_active_connections",
+            "Downstream connections open now",
+            m.ds_active_connections.clone(),
+        );
+        r.register(
+            "downstream_active_requests",
+            "Downstream requests in flight now",
+            m.ds_active_requests.clone(),
+        );
+        r.register_with_unit(
+            "tcp",
+            "Bytes copied by tcp listeners",
+            Unit::Bytes,
+            m.tcp_bytes.clone(),
+        );
+        r.register(
+            "upstream_requests",
+            "Upstream attempts by cluster and status class",
+            m.us_requests.clone(),
+        );
+        r.register(
+            "upstream_connect_failures",
+            "Upstream connections that failed or timed out",
+            m.us_connect_failures.clone(),
+        );
+        r.register(
+            "upstream_timeouts",
+            "Upstream requests that hit the route timeout",
+            m.us_timeouts.clone(),
+        );
+        r.register(
+            "upstream_active_connections",
+            "Upstream connections open now",
+            m.us_active_connections.clone(),
+        );
+        r.register(
+            "upstream_connections",
+            "Upstream connections established",
+            m.us_connections.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Config reloads by result",
+            m.reloads.clone(),
+        );
+        let info: Family<VersionLabels, Gauge> = Family::default();
+        info.get_or_create(&VersionLabels {
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .set(1);
+        r.register("build_info", "Build information", info);
+        Metrics {
+            registry: Arc::new(r),
+            ..m
+        }
+    }
+
+    /// Prometheus text exposition (format 0.0.4).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn route(&self, listener: &str, route: &str, cluster: &str) -> RouteStats {
+        let labels = |class| RouteClassLabels {
+            listener: listener.into(),
+            route: route.into(),
+            cluster: cluster.into(),
+            code_class: class,
+        };
+        RouteStats {
+            classes: CLASSES.map(|c| member(&self.requests, &labels(c))),
+            duration: member(
+                &self.duration,
+                &RouteLabels {
+                    listener: listener.into(),
+                    route: route.into(),
+                    cluster: cluster.into(),
+                },
+            ),
+        }
+    }
+
+    pub fn listener(&self, listener: &str) -> ListenerStats {
+        let l = ListenerLabels {
+            listener: listener.into(),
+        };
+        let dir = |direction| DirectionLabels {
+            listener: listener.into(),
+            direction,
+        };
+        ListenerStats {
+            name: listener.into(),
+            connections: member(&self.ds_connections, &l),
+            active_connections: member(&self.ds_active_connections, &l),
+            active_requests: member(&self.ds_active_requests, &l),
+            bytes_upstream: member(&self.tcp_bytes, &dir("upstream")),
+            bytes_downstream: member(&self.tcp_bytes, &dir("downstream")),
+            unrouted: self.route(listener, "", ""),
+            local_replies: self.local_replies.clone(),
+        }
+    }
+
+    pub fn cluster(&self, cluster: &str) -> ClusterStats {
+        let c = ClusterLabels {
+            cluster: cluster.into(),
+        };
+        ClusterStats {
+            classes: CLASSES.map(|class| {
+                member(
+                    &self.us_requests,
+                    &ClusterClassLabels {
+                        cluster: cluster.into(),
+                        code_class: class,
+                    },
+                )
+            }),
+            connect_failures: member(&self.us_connect_failures, &c),
+            timeouts: member(&self.us_timeouts, &c),
+            active_connections: member(&self.us_active_connections, &c),
+            connections: member(&self.us_connections, &c),
+        }
+    }
+
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        member(&self.reloads, &ResultLabels { result }).inc();
+    }
+}
+
+/// RED handles of one (listener, route, cluster).
+#[derive(Clone, Debug)]
+pub struct RouteStats {
+    classes: [Counter; 5],
+    duration: LatencyHistogram,
+}
+
+impl RouteStats {
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        self.classes[class_index(status)].inc();
+        self.duration.observe(elapsed);
+    }
+}
+
+/// Handles of one listener.
+#[derive(Clone, Debug)]
+pub struct ListenerStats {
+    name: String,
+    pub connections: Counter,
+    pub active_connections: Gauge,
+    pub active_requests: Gauge,
+    pub bytes_upstream: Counter,
+    pub bytes_downstream: Counter,
+    /// Requests answered before a route was chosen (no route, malformed).
+    pub unrouted: RouteStats,
+    local_replies: Family<ReasonLabels, Counter>,
+}
+
+impl ListenerStats {
+    /// Local replies are the rare path: a label lookup here is fine.
+    pub fn local_reply(&self, reason: &'static str) {
+        member(
+            &self.local_replies,
+            &ReasonLabels {
+                listener: self.name.clone(),
+                reason,
+            },
+        )
+        .inc();
+    }
+}
+
+/// Handles of one cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterStats {
+    classes: [Counter; 5],
+    pub connect_failures: Counter,
+    pub timeouts: Counter,
+    pub active_connections: Gauge,
+    pub connections: Counter,
+}
+
+impl ClusterStats {
+    pub fn response(&self, status: u16) {
+        self.classes[class_index(status)].inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_route_counters_and_histogram() {
+        let m = Metrics::new("sidecar");
+        let r = m.route("in", "api", "app");
+        r.record(200, Duration::from_micros(300));
+        r.record(503, Duration::from_millis(2));
+        m.listener("in").local_reply("no_route");
+        m.cluster("app").response(200);
+        let text = m.encode();
+        assert!(text.contains(
+            "sidecar_requests_total{listener=\"in\",route=\"api\",cluster=\"app\",code_class=\"2xx\"} 1"
+        ), "{text}");
+        assert!(text.contains("sidecar_request_duration_seconds_count{listener=\"in\",route=\"api\",cluster=\"app\"} 2"), "{text}");
+        assert!(text.contains("sidecar_request_duration_seconds_bucket{le=\"0.0005\",listener=\"in\",route=\"api\",cluster=\"app\"} 1")
+            || text.contains("sidecar_request_duration_seconds_bucket{listener=\"in\",route=\"api\",cluster=\"app\",le=\"0.0005\"} 1"), "{text}");
+        assert!(
+            text.contains("sidecar_local_replies_total{listener=\"in\",reason=\"no_route\"} 1")
+        );
+        assert!(
+            text.contains("sidecar_upstream_requests_total{cluster=\"app\",code_class=\"2xx\"} 1")
+        );
+        assert!(text.contains("sidecar_build_info{version="));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = LatencyHistogram::default();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_secs(100));
+        assert_eq!(h.count(), 2);
+        let m = Metrics::new("t");
+        m.route("l", "r", "c")
+            .record(200, Duration::from_micros(50));
+        let text = m.encode();
+        assert!(text.contains("le=\"0.0001\"} 1"), "{text}");
+        assert!(text.contains("le=\"30\"} 1"), "{text}");
+        assert!(text.contains("le=\"+Inf\"} 1"), "{text}");
+        assert_eq!(class_index(101), 0);
+        assert_eq!(class_index(599), 4);
+        assert_eq!(class_index(999), 4);
+    }
+}

@@ -1,0 +1,5 @@
+//! Telemetry: the metrics registry, the access log, and process logging.
+
+pub mod access_log;
+pub mod logging;
+pub mod metrics;
