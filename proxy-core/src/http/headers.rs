@@ -1,7 +1,5 @@
 //! Header handling on the way through: hop-by-hop fields, `x-forwarded-*`, `x-request-id`.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -57,30 +55,24 @@ pub fn is_upgrade(h: &HeaderMap) -> bool {
 }
 
 /// Append the client address to `x-forwarded-for`; set `x-forwarded-proto` when absent.
-pub fn forwarded(h: &mut HeaderMap, client: IpAddr, proto: &'static str) {
-    let mut buf = itoa_ip(client);
-    if let Some(prev) = h.get(&X_FORWARDED_FOR) {
-        let mut joined = Vec::with_capacity(prev.len() + 2 + buf.len());
-        joined.extend_from_slice(prev.as_bytes());
-        joined.extend_from_slice(b", ");
-        joined.extend_from_slice(buf.as_bytes());
-        buf = String::from_utf8(joined).unwrap_or(buf);
-    }
-    if let Ok(v) = HeaderValue::from_str(&buf) {
-        h.insert(X_FORWARDED_FOR.clone(), v);
+pub fn forwarded(h: &mut HeaderMap, client: Option<&HeaderValue>, proto: &'static str) {
+    if let Some(client) = client {
+        let value = match h.get(&X_FORWARDED_FOR) {
+            Some(prev) => {
+                let mut joined = Vec::with_capacity(prev.len() + 2 + client.len());
+                joined.extend_from_slice(prev.as_bytes());
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(client.as_bytes());
+                HeaderValue::from_bytes(&joined).ok()
+            }
+            None => Some(client.clone()),
+        };
+        if let Some(v) = value {
+            h.insert(X_FORWARDED_FOR.clone(), v);
+        }
     }
     if !h.contains_key(&X_FORWARDED_PROTO) {
         h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    }
-}
-
-fn itoa_ip(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.to_string(),
-        },
-        IpAddr::V4(v4) => v4.to_string(),
     }
 }
 
@@ -143,13 +135,15 @@ mod tests {
 
     #[test]
     fn forwarded_appends() {
+        let ip = HeaderValue::from_static("127.0.0.1");
         let mut h = map(&[("x-forwarded-for", "10.0.0.1")]);
-        forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http");
+        forwarded(&mut h, Some(&ip), "http");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         let mut h = HeaderMap::new();
-        forwarded(&mut h, "::ffff:127.0.0.2".parse().unwrap(), "https");
-        assert_eq!(h["x-forwarded-for"], "127.0.0.2");
+        forwarded(&mut h, Some(&ip), "https");
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
     }
 
     #[test]

@@ -39,6 +39,49 @@ pub struct ListenerCtx {
     pub snapshot: Arc<arc_swap::ArcSwap<Snapshot>>,
 }
 
+/// The client end of one downstream connection, worked out once per connection.
+pub struct Downstream {
+    pub remote: SocketAddr,
+    /// The client address as an `x-forwarded-for` entry.
+    pub client_ip: Option<HeaderValue>,
+    /// For the idle timeout: requests in flight, and when the last one ended.
+    pub in_flight: AtomicU64,
+    pub epoch: Instant,
+    pub last_active_ms: AtomicU64,
+}
+
+impl Downstream {
+    pub fn new(remote: SocketAddr) -> Downstream {
+        Downstream {
+            remote,
+            client_ip: HeaderValue::from_str(&client_ip_text(remote.ip())).ok(),
+            in_flight: AtomicU64::new(0),
+            epoch: Instant::now(),
+            last_active_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// How long the connection has had no request in flight (zero while one is).
+    pub fn idle_for(&self) -> std::time::Duration {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return std::time::Duration::ZERO;
+        }
+        let last = std::time::Duration::from_millis(self.last_active_ms.load(Ordering::Acquire));
+        self.epoch.elapsed().saturating_sub(last)
+    }
+}
+
+/// The client address as `x-forwarded-for` writes it (IPv4-mapped IPv6 as plain IPv4).
+pub fn client_ip_text(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
 /// The request facts the access log needs, captured only when it is on.
 struct LogFacts {
     start_time: SystemTime,
@@ -61,6 +104,7 @@ pub struct Finish {
     start: Instant,
     status: u16,
     listener: Arc<ListenerCtx>,
+    down: Arc<Downstream>,
     stats: Arc<RouteStats>,
     active: Option<ActiveRequest>,
     log: Option<(Arc<AccessLog>, Box<LogFacts>)>,
@@ -77,6 +121,9 @@ impl Finish {
         let elapsed = self.start.elapsed();
         self.stats.record(self.status, elapsed);
         self.listener.stats.active_requests.dec();
+        let now_ms = self.down.epoch.elapsed().as_millis() as u64;
+        self.down.last_active_ms.store(now_ms, Ordering::Release);
+        self.down.in_flight.fetch_sub(1, Ordering::AcqRel);
         if let Some((log, f)) = &self.log {
             log.write(&access_log::Entry {
                 start_time: access_log::rfc3339(f.start_time),
@@ -130,11 +177,12 @@ pub fn local_reply(err: &ProxyError, request_id: Option<&HeaderValue>) -> Respon
 /// hyper's service entry point for one request on a listener.
 pub async fn handle(
     l: Arc<ListenerCtx>,
-    remote: SocketAddr,
+    down: Arc<Downstream>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
     l.stats.active_requests.inc();
+    down.in_flight.fetch_add(1, Ordering::AcqRel);
     let snap = l.snapshot.load_full();
     let version = req.version();
     let mut finish = Finish {
@@ -142,12 +190,13 @@ pub async fn handle(
         status: 0,
         stats: l.unrouted.clone(),
         listener: l.clone(),
+        down: down.clone(),
         active: None,
         log: None,
     };
     let routes = snap.listeners.get(&*l.name).cloned();
     let result = match routes {
-        Some(routes) => forward(&routes, &snap, remote, req, &mut finish).await,
+        Some(routes) => forward(&routes, &snap, &down, req, &mut finish).await,
         None => Err((
             ProxyError::NoRoute("this listener was removed".into()),
             None,
@@ -188,7 +237,7 @@ enum Forwarded {
 async fn forward(
     routes: &ListenerRoutes,
     snap: &Snapshot,
-    remote: SocketAddr,
+    down: &Downstream,
     mut req: Request<Incoming>,
     finish: &mut Finish,
 ) -> Result<Forwarded, Failure> {
@@ -249,7 +298,7 @@ async fn forward(
                 request_id: request_id.clone(),
                 user_agent: req.headers().get(header::USER_AGENT).cloned(),
                 received: counter,
-                remote,
+                remote: down.remote,
                 route: None,
                 cluster: None,
                 upstream: None,
@@ -300,7 +349,7 @@ async fn forward(
         let h = req.headers_mut();
         headers::strip_hop_by_hop(h, upgrade);
         h.remove(header::EXPECT);
-        headers::forwarded(h, remote.ip(), "http");
+        headers::forwarded(h, down.client_ip.as_ref(), "http");
         rewrite_headers(
             h,
             &route.request_headers_to_remove,

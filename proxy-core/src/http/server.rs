@@ -1,25 +1,45 @@
-//! Serve one accepted downstream connection with hyper, as HTTP/1, HTTP/2, or either
-//! (detected from the h2c prior-knowledge preface), until it closes or a drain asks it to
-//! finish gracefully (HTTP/1: close after the in-flight response; HTTP/2: GOAWAY).
+//! Serve one accepted downstream connection with hyper, as HTTP/1 or HTTP/2, until it closes
+//! or a drain asks it to finish gracefully (HTTP/1: close after the in-flight response;
+//! HTTP/2: GOAWAY).
+//!
+//! `auto` listeners tell the two apart by peeking at the first bytes for the h2c
+//! prior-knowledge preface, then hand the socket to the plain HTTP/1 or HTTP/2 server:
+//! one `peek` per connection instead of a rewinding wrapper around every read.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::proxy::{self, ListenerCtx};
+use super::proxy::{self, Downstream, ListenerCtx};
 use crate::config::{Listener, ListenerProtocol};
 
-/// hyper's own parser limits sit above ours, so that requests between our limit and its
-/// get our explained 431 rather than hyper's bare one.
-fn hyper_header_slack(cfg: &Listener) -> (usize, usize) {
-    let max_headers = cfg.max_request_headers + 32;
-    let max_buf = (cfg.max_request_headers_size.as_usize() + 16 * 1024).max(8192 + 1024);
-    (max_headers, max_buf)
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Does the connection open with the HTTP/2 preface? `None` if it closed or stayed silent
+/// past `timeout` before saying enough to tell.
+async fn sniff_h2(stream: &TcpStream, timeout: Duration) -> Option<bool> {
+    let mut buf = [0u8; 4];
+    let read = async {
+        loop {
+            stream.readable().await.ok()?;
+            match stream.peek(&mut buf).await {
+                Ok(0) => return None,
+                // "PRI " is reserved for the preface: four bytes decide.
+                Ok(n) if n >= 4 || !H2_PREFACE.starts_with(&buf[..n]) => {
+                    return Some(buf[..n] == H2_PREFACE[..n] && n >= 4);
+                }
+                // A few bytes of what may be the preface: wait briefly for the rest.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                Err(_) => return None,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read).await.ok().flatten()
 }
 
 pub async fn serve(
@@ -30,40 +50,76 @@ pub async fn serve(
     mut drain: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(stream);
-    let svc = service_fn(move |req| proxy::handle(ctx.clone(), remote, req));
-    let (max_headers, max_buf) = hyper_header_slack(cfg);
-    let header_limit = u32::try_from(cfg.max_request_headers_size.bytes()).unwrap_or(u32::MAX);
-
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.request_header_timeout.get())
-        .max_headers(max_headers)
-        .max_buf_size(max_buf)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(cfg.max_concurrent_streams)
-        .max_header_list_size(header_limit.saturating_mul(2));
-    let builder = match cfg.protocol {
-        ListenerProtocol::Http1 => builder.http1_only(),
-        ListenerProtocol::Http2 => builder.http2_only(),
-        _ => builder,
+    let h2 = match cfg.protocol {
+        ListenerProtocol::Http2 => true,
+        ListenerProtocol::Http1 | ListenerProtocol::Tcp => false,
+        ListenerProtocol::Auto => match sniff_h2(&stream, cfg.request_header_timeout.get()).await {
+            Some(h2) => h2,
+            None => return,
+        },
     };
-    let conn = builder.serve_connection_with_upgrades(io, svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => {
-            if let Err(e) = res {
-                tracing::debug!(%remote, error = %e, "downstream connection ended with an error");
+    let down = Arc::new(Downstream::new(remote));
+    let idle = idle_watch(down.clone(), cfg.idle_timeout.get());
+    let svc = service_fn(move |req| proxy::handle(ctx.clone(), down.clone(), req));
+    let io = TokioIo::new(stream);
+    // Either a drain or the idle timeout asks the connection to finish gracefully.
+    let drained = async move {
+        tokio::select! {
+            _ = drain.wait_for(|d| *d) => {}
+            _ = idle => {}
+        }
+    };
+    if h2 {
+        let header_limit = u32::try_from(cfg.max_request_headers_size.bytes()).unwrap_or(u32::MAX);
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(cfg.max_concurrent_streams)
+            .max_header_list_size(header_limit.saturating_mul(2))
+            .serve_connection(io, svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            res = conn.as_mut() => log_end(remote, res),
+            _ = drained => {
+                conn.as_mut().graceful_shutdown();
+                log_end(remote, conn.await);
             }
         }
-        _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+    } else {
+        // hyper's own parser limits sit above ours, so that requests between our limit and
+        // its get our explained 431 rather than its bare one.
+        let max_buf = (cfg.max_request_headers_size.as_usize() + 16 * 1024).max(8192 + 1024);
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(cfg.request_header_timeout.get())
+            .max_headers(cfg.max_request_headers + 32)
+            .max_buf_size(max_buf)
+            .keep_alive(true)
+            .serve_connection(io, svc)
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            res = conn.as_mut() => log_end(remote, res),
+            _ = drained => {
+                conn.as_mut().graceful_shutdown();
+                log_end(remote, conn.await);
+            }
         }
+    }
+}
+
+/// Resolves once the connection has had no request in flight for `idle`.
+async fn idle_watch(down: Arc<Downstream>, idle: Duration) {
+    loop {
+        let quiet = down.idle_for();
+        if quiet >= idle {
+            return;
+        }
+        tokio::time::sleep(idle - quiet.min(idle)).await;
+    }
+}
+
+fn log_end(remote: SocketAddr, res: Result<(), hyper::Error>) {
+    if let Err(e) = res {
+        tracing::debug!(%remote, error = %e, "downstream connection ended with an error");
     }
 }
