@@ -165,7 +165,9 @@ pub async fn checkout(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyE
                     return Ok(Sender::H1(tx));
                 }
             }
-            connect(cluster, ep).await
+            // Boxed: the connect future is large and rare; inline, every request's future
+            // would carry (and move) its space.
+            Box::pin(connect(cluster, ep)).await
         }
         UpstreamProtocol::Http2 => {
             if let Some(tx) = ep.pool.h2.lock().ok().and_then(|g| g.clone())
@@ -173,7 +175,7 @@ pub async fn checkout(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyE
             {
                 return Ok(Sender::H2(tx));
             }
-            let sender = connect(cluster, ep).await?;
+            let sender = Box::pin(connect(cluster, ep)).await?;
             if let (Sender::H2(tx), Ok(mut slot)) = (&sender, ep.pool.h2.lock()) {
                 *slot = Some(tx.clone());
             }

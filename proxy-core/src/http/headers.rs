@@ -8,36 +8,53 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    n == header::CONNECTION
+        || n == header::TRANSFER_ENCODING
+        || n == header::TE
+        || n == header::TRAILER
+        || n == header::UPGRADE
+        || n == header::PROXY_AUTHENTICATE
+        || n == header::PROXY_AUTHORIZATION
+        || n == KEEP_ALIVE
+        || n == PROXY_CONNECTION
+}
+
 /// Remove the hop-by-hop fields of RFC 9110 §7.6.1, including any named in `Connection`.
 /// `te: trailers` survives (gRPC needs it); an upgrade keeps `connection`/`upgrade`.
+///
+/// Most messages carry none or one of these, so one pass over the names (cheap comparisons)
+/// decides whether any hashed removal is needed at all.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
-    // Fields listed in Connection are hop-by-hop too (rare; skip the work when absent).
-    if let Some(conn) = h.get(header::CONNECTION)
-        && let Ok(list) = conn.to_str()
-    {
-        let named: Vec<HeaderName> = list
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| !(upgrade && (n == header::UPGRADE || n == header::CONNECTION)))
-            .collect();
-        for n in named {
-            h.remove(n);
-        }
+    if !h.keys().any(is_hop_by_hop) {
+        return;
     }
-    if !upgrade {
-        h.remove(header::CONNECTION);
-        h.remove(header::UPGRADE);
+    // Fields listed in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter(|n| !(upgrade && (n == header::UPGRADE || n == header::CONNECTION)))
+        .collect();
+    for n in named {
+        h.remove(n);
     }
-    h.remove(&KEEP_ALIVE);
-    h.remove(&PROXY_CONNECTION);
-    h.remove(header::TRANSFER_ENCODING);
-    h.remove(header::TRAILER);
-    h.remove(header::PROXY_AUTHENTICATE);
-    h.remove(header::PROXY_AUTHORIZATION);
-    if let Some(te) = h.get(header::TE)
-        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
-    {
-        h.remove(header::TE);
+    let keep_te = h
+        .get(header::TE)
+        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let present: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .filter(|n| !(upgrade && (*n == header::CONNECTION || *n == header::UPGRADE)))
+        .filter(|n| !(keep_te && *n == header::TE))
+        .cloned()
+        .collect();
+    for n in present {
+        h.remove(n);
     }
 }
 
