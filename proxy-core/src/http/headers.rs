@@ -12,7 +12,6 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
     n == header::CONNECTION
         || n == header::TRANSFER_ENCODING
         || n == header::TE
-        || n == header::TRAILER
         || n == header::UPGRADE
         || n == header::PROXY_AUTHENTICATE
         || n == header::PROXY_AUTHORIZATION
@@ -22,6 +21,7 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
 
 /// Remove the hop-by-hop fields of RFC 9110 §7.6.1, including any named in `Connection`.
 /// `te: trailers` survives (gRPC needs it); an upgrade keeps `connection`/`upgrade`.
+/// `Trailer` is end-to-end and stays: an HTTP/1 encoder only sends the trailers it announces.
 ///
 /// Most messages carry none or one of these, so one pass over the names (cheap comparisons)
 /// decides whether any hashed removal is needed at all.

@@ -244,7 +244,42 @@ async fn forward(
     let request_id = headers::request_id(req.headers_mut());
     let fail = |e: ProxyError| (e, Some(request_id.clone()));
 
-    // Limits first: a request over them costs nothing more.
+    let mut received = None;
+    if let Some(log) = &snap.access_log {
+        let counter = Arc::new(AtomicU64::new(0));
+        received = Some(counter.clone());
+        finish.log = Some((
+            log.clone(),
+            Box::new(LogFacts {
+                start_time: SystemTime::now(),
+                method: req.method().clone(),
+                authority: match req.uri().authority() {
+                    Some(a) => a.as_str().to_owned(),
+                    None => req
+                        .headers()
+                        .get(header::HOST)
+                        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+                        .unwrap_or_default(),
+                },
+                path: req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned(),
+                protocol: protocol_name(req.version()),
+                request_id: request_id.clone(),
+                user_agent: req.headers().get(header::USER_AGENT).cloned(),
+                received: counter,
+                remote: down.remote,
+                route: None,
+                cluster: None,
+                upstream: None,
+                reason: None,
+            }),
+        ));
+    }
+
+    // Limits before any routing work: a request over them costs nothing more.
     let limits = &routes.config;
     let count = req.headers().len();
     if count > limits.max_request_headers {
@@ -279,34 +314,6 @@ async fn forward(
             None => return Err(fail(ProxyError::BadRequest("missing Host header"))),
         },
     };
-    let mut received = None;
-    if let Some(log) = &snap.access_log {
-        let counter = Arc::new(AtomicU64::new(0));
-        received = Some(counter.clone());
-        finish.log = Some((
-            log.clone(),
-            Box::new(LogFacts {
-                start_time: SystemTime::now(),
-                method: req.method().clone(),
-                authority: authority.as_str().to_owned(),
-                path: req
-                    .uri()
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_owned(),
-                protocol: protocol_name(req.version()),
-                request_id: request_id.clone(),
-                user_agent: req.headers().get(header::USER_AGENT).cloned(),
-                received: counter,
-                remote: down.remote,
-                route: None,
-                cluster: None,
-                upstream: None,
-                reason: None,
-            }),
-        ));
-    }
-
     let route: &Route = routes
         .routes
         .iter()
