@@ -59,16 +59,20 @@ pub async fn serve(
         },
     };
     let down = Arc::new(Downstream::new(remote));
+    // A drain or the idle timeout asks the connection to finish gracefully. They are watched
+    // by a task of their own: the connection task wakes several times per request, and
+    // polling a oneshot there is much cheaper than polling a timer and a watch channel.
+    let (finish_tx, drained) = tokio::sync::oneshot::channel::<()>();
     let idle = idle_watch(down.clone(), cfg.idle_timeout.get());
-    let svc = service_fn(move |req| proxy::handle(ctx.clone(), down.clone(), req));
-    let io = TokioIo::new(stream);
-    // Either a drain or the idle timeout asks the connection to finish gracefully.
-    let drained = async move {
+    let watcher = tokio::spawn(async move {
         tokio::select! {
             _ = drain.wait_for(|d| *d) => {}
             _ = idle => {}
         }
-    };
+        let _ = finish_tx.send(());
+    });
+    let svc = service_fn(move |req| proxy::handle(ctx.clone(), down.clone(), req));
+    let io = TokioIo::new(stream);
     if h2 {
         let header_limit = u32::try_from(cfg.max_request_headers_size.bytes()).unwrap_or(u32::MAX);
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -78,6 +82,7 @@ pub async fn serve(
             .serve_connection(io, svc);
         tokio::pin!(conn);
         tokio::select! {
+            biased;
             res = conn.as_mut() => log_end(remote, res),
             _ = drained => {
                 conn.as_mut().graceful_shutdown();
@@ -98,6 +103,7 @@ pub async fn serve(
             .with_upgrades();
         tokio::pin!(conn);
         tokio::select! {
+            biased;
             res = conn.as_mut() => log_end(remote, res),
             _ = drained => {
                 conn.as_mut().graceful_shutdown();
@@ -105,6 +111,7 @@ pub async fn serve(
             }
         }
     }
+    watcher.abort();
 }
 
 /// Resolves once the connection has had no request in flight for `idle`.
