@@ -1,0 +1,325 @@
+#!/usr/bin/env bash
+# proxy-bench.sh - the sidecar against nginx, haproxy and no proxy at all, in one run, on loopback.
+#
+#   bash tests/benches/proxy-bench.sh                       all four targets, 3 repeats, medians
+#   TARGETS="direct nginx haproxy" REPEAT=1 bash tests/benches/proxy-bench.sh
+#   OUT=bench.txt bash tests/benches/proxy-bench.sh         also save the table to bench.txt
+#
+# Targets (all on 127.0.0.1, each from a config generated in a temp dir, never a system service):
+#   direct   the upstream itself: nginx, 1 worker, `return 200` with a small fixed body
+#   sidecar  target/release/sidecar (built first unless BUILD=0; SIDECAR_BIN overrides the path):
+#            runtime.worker_threads: 1, metrics on (they always are), no access log
+#   nginx    nginx reverse proxy, 1 worker, upstream keep-alive pool
+#   haproxy  haproxy reverse proxy, nbthread 1, http-reuse always
+# Servers (upstream and proxies) are pinned to SERVER_CPU and wrk to LOADGEN_CPU with taskset,
+# so on a 2-core machine a proxy and the upstream share one core and the load generator has
+# the other. tests/benches/README.md says what each column of the table means.
+#
+# Each repeat measures every target in turn (so slow drift in background load spreads over all
+# targets alike): a warm-up, `wrk -t1 -c$CONNS -d$DUR --latency` (throughput, latency, CPU),
+# then `wrk -t1 -c1 -d$C1_DUR --latency` (serial requests: the latency one hop adds).
+# The table shows the median of the REPEAT values of each figure.
+#
+# Every wait and every load run is bounded in time; every process the script started is
+# stopped by PID (with its descendants) when it exits. Exit status 1 if any request failed
+# (socket error or non-2xx answer), 2 if a tool is missing or the setup fails.
+#
+# Env (defaults): REPEAT=3 DUR=8 C1_DUR=4 WARM=1 CONNS=16
+#   TARGETS="direct sidecar nginx haproxy"  BASE_PORT=18380 (upstream BASE, nginx +1, haproxy +2,
+#   sidecar +3, sidecar admin +4)  PIN=1 LOADGEN_CPU=0 SERVER_CPU=1  BUILD=1  SIDECAR_BIN
+#   OUT=file (save the table)  KEEP=1 (keep the temp dir with configs, logs and wrk outputs)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+REPEAT=${REPEAT:-3}; DUR=${DUR:-8}; C1_DUR=${C1_DUR:-4}; WARM=${WARM:-1}; CONNS=${CONNS:-16}
+PIN=${PIN:-1}; LOADGEN_CPU=${LOADGEN_CPU:-0}; SERVER_CPU=${SERVER_CPU:-1}
+BASE_PORT=${BASE_PORT:-18380}
+TARGETS=${TARGETS:-"direct sidecar nginx haproxy"}
+BUILD=${BUILD:-1}
+SIDECAR_BIN=${SIDECAR_BIN:-target/release/sidecar}
+HOST=127.0.0.1
+UP_PORT=$BASE_PORT
+
+fail() { echo "proxy-bench: $*" >&2; exit 2; }
+
+for n in REPEAT DUR C1_DUR WARM CONNS BASE_PORT; do
+  [[ ${!n} =~ ^[0-9]+$ ]] || fail "$n must be a whole number, not '${!n}'"
+done
+for n in REPEAT DUR C1_DUR CONNS; do [ "${!n}" -ge 1 ] || fail "$n must be at least 1"; done
+declare -A PORT=([direct]=$UP_PORT [nginx]=$((BASE_PORT + 1)) [haproxy]=$((BASE_PORT + 2))
+                 [sidecar]=$((BASE_PORT + 3)))
+SIDECAR_ADMIN=$((BASE_PORT + 4))
+for t in $TARGETS; do [ -n "${PORT[$t]:-}" ] || fail "unknown target '$t' (known: direct sidecar nginx haproxy)"; done
+has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
+
+tools="wrk nginx taskset timeout curl awk sort"
+has_target haproxy && tools+=" haproxy"
+for t in $tools; do
+  command -v "$t" >/dev/null ||
+    fail "missing $t: apt-get install -y wrk nginx haproxy curl util-linux (or run bash tests/run.sh once)"
+done
+
+if has_target sidecar; then
+  if [ "$BUILD" = 1 ]; then
+    echo "# building: cargo build --release --bins" >&2
+    cargo build --release --bins >&2
+  fi
+  [ -x "$SIDECAR_BIN" ] || fail "$SIDECAR_BIN not found: cargo build --release --bins"
+fi
+
+TMP=$(mktemp -d /tmp/proxy-bench.XXXXXX)
+chmod 755 "$TMP" # nginx workers run as nobody and read nothing here, but must traverse it
+PIDS=()
+LOADGEN_PID=""
+
+tree_pids() { # PID and all its descendants
+  local p=$1 c kids
+  echo "$p"
+  kids=$(cat /proc/"$p"/task/*/children 2>/dev/null || true)
+  for c in $kids; do tree_pids "$c"; done
+}
+cleanup() { # TERM what we started (with descendants) by PID; KILL what is left after 5 s
+  local p all=() alive
+  for p in $LOADGEN_PID "${PIDS[@]}"; do mapfile -t -O "${#all[@]}" all < <(tree_pids "$p"); done
+  for p in "${all[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 50); do
+    alive=0
+    for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${all[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "${KEEP:-0}" = 1 ]; then echo "# kept $TMP" >&2; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 141' PIPE
+trap 'exit 143' TERM
+
+start() { # start NAME CMD...: a server in the background on SERVER_CPU; sets PID[NAME]
+  local name=$1 pin=()
+  shift
+  [ "$PIN" = 1 ] && pin=(taskset -c "$SERVER_CPU")
+  # taskset and env exec the server, so $! is the server's own PID.
+  "${pin[@]}" "$@" </dev/null >>"$TMP/$name.log" 2>&1 &
+  PIDS+=("$!")
+  PID[$name]=$!
+}
+loadgen() { # loadgen SECONDS WRK-ARGS...: wrk on LOADGEN_CPU, killed if it overruns by 10 s
+  local secs=$1 pin=() rc=0
+  shift
+  [ "$PIN" = 1 ] && pin=(taskset -c "$LOADGEN_CPU")
+  # In the background with `wait`, so Ctrl-C stops the run at once instead of after wrk ends
+  # (`timeout` keeps wrk out of the terminal's process group, and bash runs a trap only
+  # after its foreground command is done).
+  timeout -k 2 $((secs + 10)) "${pin[@]}" wrk "$@" &
+  LOADGEN_PID=$!
+  wait "$LOADGEN_PID" || rc=$?
+  LOADGEN_PID=""
+  return "$rc"
+}
+
+BODY="hello from the upstream, a small fixed body"
+# wait_serving NAME URL: up to 20 s for URL to answer 200 with the upstream's body
+wait_serving() {
+  local name=$1 url=$2 got
+  for _ in $(seq 1 200); do
+    kill -0 "${PID[$name]}" 2>/dev/null || { tail -20 "$TMP/$name.log" >&2; fail "$name exited during start-up"; }
+    got=$(curl -sf -m 1 "$url" 2>/dev/null || true)
+    [ "$got" = "$BODY" ] && return 0
+    sleep 0.1
+  done
+  tail -20 "$TMP/$name.log" >&2
+  fail "$name: $url did not answer 200 with the upstream's body within 20 s (last answer: '${got:0:200}')"
+}
+
+# A server of someone else's on one of our ports would be measured in place of ours.
+ports="$UP_PORT"
+for t in $TARGETS; do [ "$t" = direct ] || ports+=" ${PORT[$t]}"; done
+has_target sidecar && ports+=" $SIDECAR_ADMIN"
+for port in $ports; do
+  if (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
+    fail "port $port is in use; stop what listens there or pick other ports with BASE_PORT"
+  fi
+done
+
+declare -A PID=()
+mkdir -p "$TMP/direct" "$TMP/nginx"
+nginx_conf() { # nginx_conf DIR LISTEN-PORT LOCATION-BODY [HTTP-EXTRA]
+  cat <<EOF
+worker_processes 1;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $1/body; proxy_temp_path $1/proxy;
+  fastcgi_temp_path $1/fcgi; uwsgi_temp_path $1/uwsgi; scgi_temp_path $1/scgi;
+  keepalive_requests 10000000;
+  keepalive_timeout 60s;
+  ${4:-}
+  server {
+    listen $HOST:$2 backlog=4096;
+    location / { $3 }
+  }
+}
+EOF
+}
+nginx_conf "$TMP/direct" "$UP_PORT" "default_type text/plain; return 200 \"$BODY\";" >"$TMP/direct/nginx.conf"
+start direct nginx -p "$TMP/direct" -e "$TMP/direct/error.log" -c "$TMP/direct/nginx.conf" -g 'daemon off;'
+wait_serving direct "http://$HOST:$UP_PORT/"
+
+if has_target nginx; then
+  nginx_conf "$TMP/nginx" "${PORT[nginx]}" \
+    'proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";' \
+    "upstream up { server $HOST:$UP_PORT; keepalive 64; keepalive_requests 10000000; }" >"$TMP/nginx/nginx.conf"
+  start nginx nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" -g 'daemon off;'
+  wait_serving nginx "http://$HOST:${PORT[nginx]}/"
+fi
+
+if has_target haproxy; then
+  cat >"$TMP/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind $HOST:${PORT[haproxy]}
+  default_backend be
+backend be
+  server up $HOST:$UP_PORT
+EOF
+  start haproxy haproxy -db -f "$TMP/haproxy.cfg"
+  wait_serving haproxy "http://$HOST:${PORT[haproxy]}/"
+fi
+
+if has_target sidecar; then
+  # What a user would write for one upstream, with one worker thread to compare like for like.
+  cat >"$TMP/sidecar.yaml" <<EOF
+admin:
+  address: $HOST:$SIDECAR_ADMIN
+runtime:
+  worker_threads: 1
+  # Nothing routes here but the benchmark: stop at once when it is done.
+  drain_grace: 0s
+  drain_deadline: 2s
+listeners:
+  - name: bench
+    address: $HOST:${PORT[sidecar]}
+    routes:
+      - name: all
+        cluster: upstream
+clusters:
+  - name: upstream
+    endpoints: ["$HOST:$UP_PORT"]
+EOF
+  start sidecar env SIDECAR_LOG=warn "$SIDECAR_BIN" run --config "$TMP/sidecar.yaml"
+  wait_serving sidecar "http://$HOST:${PORT[sidecar]}/"
+  [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://$HOST:$SIDECAR_ADMIN/ready")" = 200 ] ||
+    fail "sidecar: admin /ready is not 200 while the listener serves"
+fi
+
+# ---------- readings from /proc ----------
+sum_status_kib() { # sum_status_kib PID FIELD: a /proc/PID/status field summed over the process tree
+  local s=0 p v
+  for p in $(tree_pids "$1"); do
+    v=$(awk -v f="$2:" '$1 == f { print $2 }' /proc/"$p"/status 2>/dev/null || true)
+    s=$((s + ${v:-0}))
+  done
+  echo "$s"
+}
+cpu_ticks() { # utime+stime of every thread, summed over the process tree
+  local s=0 p v
+  for p in $(tree_pids "$1"); do
+    # Fields after "(comm)": state is 1st, utime 12th, stime 13th.
+    v=$(sed 's/.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 }' || true)
+    s=$((s + ${v:-0}))
+  done
+  echo "$s"
+}
+to_us() { # wrk's "87.00us" / "1.20ms" / "1.01s" -> whole microseconds
+  awk -v x="$1" 'BEGIN { v = x + 0; m = 1
+    if (x ~ /us$/) m = 1; else if (x ~ /ms$/) m = 1000; else if (x ~ /s$/) m = 1000000
+    printf "%.0f", v * m }'
+}
+wrk_field() { # wrk_field FILE rps|p50|p99|reqs|errs
+  case $2 in
+    rps) awk '/^Requests\/sec:/ { print $2 }' "$1" ;;
+    p50) to_us "$(awk '$1 == "50%" { print $2 }' "$1")" ;;
+    p99) to_us "$(awk '$1 == "99%" { print $2 }' "$1")" ;;
+    reqs) awk '/ requests in / { print $1 }' "$1" ;;
+    errs) awk '/Socket errors/ { gsub(",", ""); e += $4 + $6 + $8 + $10 } /Non-2xx/ { e += $NF } END { print e + 0 }' "$1" ;;
+  esac
+}
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+fmt() { awk -v d="$1" -v x="$2" 'BEGIN { if (x == "-" || x == "") print "-"; else printf "%.*f", d, x }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+declare -A IDLE=()
+for t in $TARGETS; do IDLE[$t]=$(sum_status_kib "${PID[$t]}" VmRSS); done
+
+CLK=$(getconf CLK_TCK)
+per_target=$((WARM + DUR + C1_DUR))
+echo "# proxy-bench: $(date -u +%FT%TZ) repeat=$REPEAT conns=$CONNS dur=${DUR}s c1=${C1_DUR}s warm=${WARM}s $([ "$PIN" = 1 ] && echo "pinned: wrk cpu $LOADGEN_CPU, servers cpu $SERVER_CPU" || echo "not pinned")"
+versions="$(nginx -v 2>&1 | sed 's/.*: //') $({ wrk -v 2>&1 || true; } | awk 'NR == 1 { print "wrk/" $2 }')"
+has_target haproxy && versions+=" $(haproxy -v | awk 'NR == 1 { print "haproxy/" $3 }')"
+has_target sidecar && versions+=" $("$SIDECAR_BIN" --version 2>/dev/null | tr ' ' /) ($SIDECAR_BIN)"
+echo "# $versions"
+echo "# load before the run: loadavg $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores (other work on the machine widens p99)"
+echo "# about $((REPEAT * $(wc -w <<<"$TARGETS") * per_target)) s of load" >&2
+
+declare -A V=()
+for r in $(seq 1 "$REPEAT"); do
+  for t in $TARGETS; do
+    url="http://$HOST:${PORT[$t]}/"
+    echo "# repeat $r/$REPEAT: $t" >&2
+    [ "$WARM" -gt 0 ] && loadgen "$WARM" -t1 -c"$CONNS" -d"${WARM}s" "$url" >/dev/null
+    c0=$(cpu_ticks "${PID[$t]}")
+    loadgen "$DUR" -t1 -c"$CONNS" -d"${DUR}s" --latency "$url" >"$TMP/$t.$r.load.txt"
+    c1=$(cpu_ticks "${PID[$t]}")
+    loadgen "$C1_DUR" -t1 -c1 -d"${C1_DUR}s" --latency "$url" >"$TMP/$t.$r.c1.txt"
+    reqs=$(wrk_field "$TMP/$t.$r.load.txt" reqs)
+    V[$t.rps]+=" $(wrk_field "$TMP/$t.$r.load.txt" rps)"
+    V[$t.p50]+=" $(wrk_field "$TMP/$t.$r.load.txt" p50)"
+    V[$t.p99]+=" $(wrk_field "$TMP/$t.$r.load.txt" p99)"
+    V[$t.c1p50]+=" $(wrk_field "$TMP/$t.$r.c1.txt" p50)"
+    V[$t.cpu]+=" $(awk -v d=$((c1 - c0)) -v n="${reqs:-0}" -v hz="$CLK" 'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n }')"
+    V[$t.errs]=$((${V[$t.errs]:-0} + $(wrk_field "$TMP/$t.$r.load.txt" errs) + $(wrk_field "$TMP/$t.$r.c1.txt" errs)))
+    kill -0 "${PID[$t]}" 2>/dev/null || { tail -20 "$TMP/$t.log" >&2; fail "$t died under load"; }
+  done
+done
+
+row() { printf '%-8s %9s %8s %7s %7s %7s %9s %9s %8s %8s %5s\n' "$@"; }
+{
+  row target req/s x_direct p50_us p99_us c1_p50 c1_add_us cpu_us/req peak_MiB idle_MiB errs
+  direct_c1=$(median <<<"${V[direct.c1p50]:-}")
+  direct_rps=$(median <<<"${V[direct.rps]:-}")
+  for t in $TARGETS; do
+    rps=$(median <<<"${V[$t.rps]}")
+    c1p50=$(median <<<"${V[$t.c1p50]}")
+    ratio=$(awk -v a="$rps" -v b="$direct_rps" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
+    add=$(awk -v a="$c1p50" -v b="$direct_c1" 'BEGIN { if (b != "-") printf "%.0f", a - b; else print "-" }')
+    row "$t" "$(fmt 0 "$rps")" "$ratio" "$(fmt 0 "$(median <<<"${V[$t.p50]}")")" \
+      "$(fmt 0 "$(median <<<"${V[$t.p99]}")")" "$(fmt 0 "$c1p50")" "$add" \
+      "$(fmt 1 "$(median <<<"${V[$t.cpu]}")")" "$(mib "$(sum_status_kib "${PID[$t]}" VmHWM)")" \
+      "$(mib "${IDLE[$t]}")" "${V[$t.errs]}"
+  done
+} >"$TMP/table.txt"
+cat "$TMP/table.txt"
+echo "# medians of $REPEAT; columns: tests/benches/README.md. req/s, p50, p99 at $CONNS connections; c1 = one connection, serial requests."
+if [ -n "${OUT:-}" ]; then cp "$TMP/table.txt" "$OUT"; echo "# table saved to $OUT" >&2; fi
+
+errs=0
+for t in $TARGETS; do errs=$((errs + ${V[$t.errs]})); done
+if [ "$errs" -gt 0 ]; then
+  echo "proxy-bench: $errs requests failed (errs column); the figures of those targets are not comparable" >&2
+  exit 1
+fi

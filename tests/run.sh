@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# run.sh - the README's second command: the whole test suite, on a fresh Debian machine with Rust.
+#
+#   bash tests/run.sh
+#
+# 1. installs the peers the end-to-end tests start (nginx, haproxy, wrk, h2load, promtool, Redis,
+#    iptables, ip, tcpdump, curl) with apt-get when any of them is missing;
+# 2. cargo fmt --check, cargo clippy -D warnings, cargo build --release --bins;
+# 3. the tests: cargo nextest when it is installed (plus the doc tests, which nextest does not
+#    run), cargo test otherwise;
+# 4. samples/demo.sh for 5 s as a smoke check of the README's first command.
+# Any failure stops the run with a non-zero exit status and says which step failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian keeps nginx, tcpdump, ip and iptables in sbin, which a non-root PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+T0=$SECONDS
+CURRENT=""
+step() {
+  CURRENT=$1
+  printf '\n==> %s  (%d s in)\n' "$1" $((SECONDS - T0))
+}
+on_exit() {
+  local rc=$?
+  if [ "$rc" != 0 ]; then
+    printf '\nrun.sh: FAILED at step "%s" (exit status %d) after %d s\n' "$CURRENT" "$rc" $((SECONDS - T0)) >&2
+  fi
+}
+trap on_exit EXIT
+
+# command -> the Debian package that provides it
+declare -A PKG=(
+  [nginx]=nginx [haproxy]=haproxy [wrk]=wrk [h2load]=nghttp2-client [promtool]=prometheus
+  [redis-server]=redis-server [iptables]=iptables [ip]=iproute2 [tcpdump]=tcpdump [curl]=curl
+)
+step "test peers: ${!PKG[*]}"
+missing=()
+for cmd in "${!PKG[@]}"; do command -v "$cmd" >/dev/null || missing+=("$cmd"); done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "missing: ${missing[*]}; installing with apt-get"
+  SUDO=()
+  [ "$(id -u)" = 0 ] || SUDO=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update
+  "${SUDO[@]}" apt-get install -y --no-install-recommends \
+    nginx haproxy wrk nghttp2-client prometheus redis-server iptables iproute2 tcpdump curl
+  for cmd in "${!PKG[@]}"; do
+    command -v "$cmd" >/dev/null || { echo "still missing after apt-get: $cmd (${PKG[$cmd]})" >&2; exit 1; }
+  done
+else
+  echo "all present"
+fi
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo build --release --bins"
+cargo build --release --bins
+
+LOG=$(mktemp /tmp/run-tests.XXXXXX)
+trap 'on_exit; rm -f "$LOG"' EXIT
+if cargo nextest --version >/dev/null 2>&1; then
+  step "cargo nextest run --workspace"
+  cargo nextest run --workspace --no-fail-fast 2>&1 | tee "$LOG"
+  step "cargo test --workspace --doc"
+  cargo test --workspace --doc --no-fail-fast 2>&1 | tee -a "$LOG"
+else
+  step "cargo test --workspace (cargo-nextest is not installed)"
+  cargo test --workspace --no-fail-fast 2>&1 | tee "$LOG"
+fi
+# Both runners' summaries: nextest "N tests run: N passed, ..." and libtest "N passed; N failed".
+read -r passed failed < <(awk '
+  /tests? run: [0-9]+ passed/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^passed/) p += $i
+                                for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^failed/) f += $i }
+  /^test result: / { for (i = 1; i <= NF; i++) { if ($(i + 1) ~ /^passed/) p += $i; if ($(i + 1) ~ /^failed/) f += $i } }
+  END { print p + 0, f + 0 }' "$LOG")
+[ "$passed" -gt 0 ] || { echo "run.sh: the test runner ran no test" >&2; exit 1; }
+
+step "samples/demo.sh (DEMO_SECONDS=5)"
+DEMO_SECONDS=5 bash samples/demo.sh
+
+CURRENT=finished
+printf '\nrun.sh: every step passed in %d s\n' $((SECONDS - T0))
+echo "tests: $passed passed, $failed failed"
