@@ -75,7 +75,11 @@ pub fn run(opts: Options) -> Result<(), RunError> {
     }
     .map_err(RunError::Runtime)?;
     tracing::info!(worker_threads = threads, "starting");
-    rt.block_on(serve(opts))
+    let result = rt.block_on(serve(opts));
+    // Whatever is still running after the drain (a DNS lookup on the blocking pool, an
+    // upgraded tunnel) must not hold the exit back.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 struct RunningListener {
