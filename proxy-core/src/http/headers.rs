@@ -29,32 +29,46 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     if !h.keys().any(is_hop_by_hop) {
         return;
     }
-    // Fields listed in Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|list| list.split(','))
-        .map(str::trim)
-        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .filter(|n| !(upgrade && (n == header::UPGRADE || n == header::CONNECTION)))
-        .collect();
-    for n in named {
-        h.remove(n);
+    // Extension fields named in Connection are hop-by-hop too. The usual values
+    // (`keep-alive`, `close`, `upgrade`) name none, so the allocating path is rare.
+    let named_extensions = h.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes().split(|b| *b == b',').any(|t| {
+            let t = t.trim_ascii();
+            !(t.eq_ignore_ascii_case(b"keep-alive")
+                || t.eq_ignore_ascii_case(b"close")
+                || t.eq_ignore_ascii_case(b"upgrade")
+                || t.is_empty())
+        })
+    });
+    if named_extensions {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|list| list.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !is_hop_by_hop(n))
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
     }
     let keep_te = h
         .get(header::TE)
         .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    let present: Vec<HeaderName> = h
-        .keys()
-        .filter(|n| is_hop_by_hop(n))
-        .filter(|n| !(upgrade && (*n == header::CONNECTION || *n == header::UPGRADE)))
-        .filter(|n| !(keep_te && *n == header::TE))
-        .cloned()
-        .collect();
-    for n in present {
-        h.remove(n);
+    // At most nine names can be hop-by-hop: collect them without allocating.
+    let mut present: [Option<HeaderName>; 9] = Default::default();
+    let mut n = 0;
+    for k in h.keys() {
+        let kept = (upgrade && (k == header::CONNECTION || k == header::UPGRADE))
+            || (keep_te && k == header::TE);
+        if n < present.len() && is_hop_by_hop(k) && !kept {
+            present[n] = Some(k.clone());
+            n += 1;
+        }
+    }
+    for name in present.into_iter().flatten() {
+        h.remove(name);
     }
 }
 
@@ -72,40 +86,53 @@ pub fn is_upgrade(h: &HeaderMap) -> bool {
 }
 
 /// Append the client address to `x-forwarded-for`; set `x-forwarded-proto` when absent.
+/// Uses the entry API: one hash per header instead of a lookup and then an insert.
 pub fn forwarded(h: &mut HeaderMap, client: Option<&HeaderValue>, proto: &'static str) {
+    use http::header::Entry;
     if let Some(client) = client {
-        let value = match h.get(&X_FORWARDED_FOR) {
-            Some(prev) => {
+        match h.entry(&X_FORWARDED_FOR) {
+            Entry::Occupied(mut e) => {
+                let prev = e.get();
                 let mut joined = Vec::with_capacity(prev.len() + 2 + client.len());
                 joined.extend_from_slice(prev.as_bytes());
                 joined.extend_from_slice(b", ");
                 joined.extend_from_slice(client.as_bytes());
-                HeaderValue::from_bytes(&joined).ok()
+                if let Ok(v) = HeaderValue::from_bytes(&joined) {
+                    e.insert(v);
+                }
             }
-            None => Some(client.clone()),
-        };
-        if let Some(v) = value {
-            h.insert(X_FORWARDED_FOR.clone(), v);
+            Entry::Vacant(e) => {
+                e.insert(client.clone());
+            }
         }
     }
-    if !h.contains_key(&X_FORWARDED_PROTO) {
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    }
+    h.entry(&X_FORWARDED_PROTO)
+        .or_insert_with(|| HeaderValue::from_static(proto));
 }
 
 /// The request's id: the one it came with, or a new UUID v4.
 pub fn request_id(h: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = h.get(&X_REQUEST_ID)
-        && !v.is_empty()
-    {
-        return v.clone();
+    use http::header::Entry;
+    match h.entry(&X_REQUEST_ID) {
+        Entry::Occupied(e) if !e.get().is_empty() => e.get().clone(),
+        entry => {
+            let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            let s = id.hyphenated().encode_lower(&mut buf);
+            // A hyphenated UUID is lowercase hex and '-': always a valid header value.
+            let v = HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(s.as_bytes()))
+                .expect("a UUID is a valid header value");
+            match entry {
+                Entry::Occupied(mut e) => {
+                    e.insert(v.clone());
+                }
+                Entry::Vacant(e) => {
+                    e.insert(v.clone());
+                }
+            }
+            v
+        }
     }
-    let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let s = id.hyphenated().encode_lower(&mut buf);
-    let v = HeaderValue::from_str(s).expect("a UUID is a valid header value");
-    h.insert(X_REQUEST_ID.clone(), v.clone());
-    v
 }
 
 #[cfg(test)]
