@@ -6,14 +6,17 @@
 //! prior-knowledge preface, then hand the socket to the plain HTTP/1 or HTTP/2 server:
 //! one `peek` per connection instead of a rewinding wrapper around every read.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+
+use tokio::sync::{oneshot, watch};
 
 use super::proxy::{self, Downstream, ListenerCtx};
 use crate::config::{Listener, ListenerProtocol};
@@ -62,7 +65,7 @@ pub async fn serve(
     // A drain or the idle timeout asks the connection to finish gracefully. They are watched
     // by a task of their own: the connection task wakes several times per request, and
     // polling a oneshot there is much cheaper than polling a timer and a watch channel.
-    let (finish_tx, drained) = tokio::sync::oneshot::channel::<()>();
+    let (finish_tx, drained) = oneshot::channel::<()>();
     let idle = idle_watch(down.clone(), cfg.idle_timeout.get());
     let watcher = tokio::spawn(async move {
         tokio::select! {
@@ -80,15 +83,7 @@ pub async fn serve(
             .max_concurrent_streams(cfg.max_concurrent_streams)
             .max_header_list_size(header_limit.saturating_mul(2))
             .serve_connection(io, svc);
-        tokio::pin!(conn);
-        tokio::select! {
-            biased;
-            res = conn.as_mut() => log_end(remote, res),
-            _ = drained => {
-                conn.as_mut().graceful_shutdown();
-                log_end(remote, conn.await);
-            }
-        }
+        drive(conn, |c| c.graceful_shutdown(), drained, remote).await;
     } else {
         // hyper's own parser limits sit above ours, so that requests between our limit and
         // its get our explained 431 rather than its bare one.
@@ -101,15 +96,7 @@ pub async fn serve(
             .keep_alive(true)
             .serve_connection(io, svc)
             .with_upgrades();
-        tokio::pin!(conn);
-        tokio::select! {
-            biased;
-            res = conn.as_mut() => log_end(remote, res),
-            _ = drained => {
-                conn.as_mut().graceful_shutdown();
-                log_end(remote, conn.await);
-            }
-        }
+        drive(conn, |c| c.graceful_shutdown(), drained, remote).await;
     }
     watcher.abort();
 }
@@ -125,7 +112,24 @@ async fn idle_watch(down: Arc<Downstream>, idle: Duration) {
     }
 }
 
-fn log_end(remote: SocketAddr, res: Result<(), hyper::Error>) {
+/// Run a connection to its end; when `drained` fires, ask it to finish gracefully first.
+async fn drive<C>(
+    conn: C,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    drained: oneshot::Receiver<()>,
+    remote: SocketAddr,
+) where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(conn);
+    let res = tokio::select! {
+        biased;
+        res = conn.as_mut() => res,
+        _ = drained => {
+            graceful_shutdown(conn.as_mut());
+            conn.await
+        }
+    };
     if let Err(e) = res {
         tracing::debug!(%remote, error = %e, "downstream connection ended with an error");
     }
