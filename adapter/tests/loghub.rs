@@ -1,5 +1,5 @@
-//! The real logs of the loghub collection (`shared/data/loghub/`, kept outside the repo
-//! under its own licence) must come out structured: at least 99% of the lines of every
+//! The real logs of the loghub collection (a copy in `tests/data/loghub/`, with loghub's
+//! LICENSE beside them as it requires) must come out structured: at least 99% of the lines of every
 //! file by a built-in format or a pattern this crate ships. Each file also has loghub's
 //! own hand-checked split (`*_structured.csv`); our fields must agree with it, so a parser
 //! that merely accepts lines without splitting them right fails here too.
@@ -113,10 +113,10 @@ const CLIENT_AND_MESSAGE: &str = "[client] message";
 const TODAY: (i32, u32, u32) = (2026, 1, 1);
 
 fn loghub_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/loghub");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/loghub");
     assert!(
         dir.join("LICENSE").is_file(),
-        "the loghub logs are missing: expected them in {} (the shared/ folder beside the workspace)",
+        "the loghub logs are missing: expected them in {}",
         dir.display()
     );
     dir
@@ -272,8 +272,8 @@ fn table(rates: &[Rate]) -> String {
     md.push_str("with a built-in format or a pattern shipped in `patterns/`. *Structured* counts lines that came out\n");
     md.push_str("without `parse_error`; *fields agree* compares our fields with loghub's own hand-checked split of the\n");
     md.push_str("same lines (`*_structured.csv`), field by field.\n\n");
-    md.push_str("Produced by `adapter/tests/loghub.rs` from the logs in `shared/data/loghub/` (not in this repo; see their\n");
-    md.push_str("LICENSE there): `UPDATE_LOGHUB_RATES=1 cargo test -p adapter --test loghub` rewrites this file, and the\n");
+    md.push_str("Produced by `adapter/tests/loghub.rs` from the copy of the logs in `adapter/tests/data/loghub/` (with\n");
+    md.push_str("loghub's LICENSE beside them): `UPDATE_LOGHUB_RATES=1 cargo test -p adapter --test loghub` rewrites this file, and the\n");
     md.push_str("same test without the variable fails when this table is out of date or a rate drops below 99%.\n\n");
     md.push_str("| file | lines | format | structured | rate | fields agree |\n");
     md.push_str("|---|---:|---|---:|---:|---:|\n");
