@@ -182,7 +182,7 @@ impl Proxy {
             apply_env(&mut cfg, self.admin_address.as_deref());
             cfg
         });
-        let cfg = match result {
+        let mut cfg = match result {
             Ok(cfg) => cfg,
             Err(errs) => {
                 self.metrics.reload(false);
@@ -193,9 +193,7 @@ impl Proxy {
         };
         self.last_text = Some(text);
         let old = self.snapshot.load_full();
-        if cfg.admin.address != old.config.admin.address {
-            tracing::warn!("admin.address changed; it takes effect at the next restart");
-        }
+        keep_start_only_settings(&mut cfg, &old.config);
         let bound = match self.bind_new(&cfg) {
             Ok(b) => b,
             Err(e) => {
@@ -217,6 +215,24 @@ impl Proxy {
         self.stop_removed(&cfg);
         self.metrics.reload(true);
         tracing::info!(file = %path.display(), "config reloaded");
+    }
+}
+
+/// Settings read only at start keep their running values across a reload (so
+/// `/config_dump` shows what really runs); a change to one is logged as needing a restart.
+fn keep_start_only_settings(next: &mut Config, running: &Config) {
+    if next.admin != running.admin {
+        tracing::warn!("admin.address changed; it takes effect at the next restart");
+        next.admin = running.admin.clone();
+    }
+    let (n, r) = (&mut next.runtime, &running.runtime);
+    if n.worker_threads != r.worker_threads {
+        tracing::warn!("runtime.worker_threads changed; it takes effect at the next restart");
+        n.worker_threads = r.worker_threads;
+    }
+    if n.watch_config != r.watch_config {
+        tracing::warn!("runtime.watch_config changed; it takes effect at the next restart");
+        n.watch_config = r.watch_config;
     }
 }
 
@@ -336,7 +352,9 @@ async fn serve(opts: Options) -> Result<(), RunError> {
     };
 
     admin_state.ready.store(false, Ordering::Release);
-    let grace = runtime_cfg.drain_grace.get();
+    // The drain settings are read now, from the running config: a reload may have changed them.
+    let drain_cfg = proxy.snapshot.load().config.runtime.clone();
+    let grace = drain_cfg.drain_grace.get();
     if !skip_grace && !grace.is_zero() {
         tracing::info!(grace = %humantime::format_duration(grace), "draining: /ready is 503; still serving during the grace period");
         let sleep = tokio::time::sleep(grace);
@@ -355,7 +373,7 @@ async fn serve(opts: Options) -> Result<(), RunError> {
         let _ = r.drain.send(true);
     }
     proxy.tracker.close();
-    let deadline = runtime_cfg.drain_deadline.get();
+    let deadline = drain_cfg.drain_deadline.get();
     if tokio::time::timeout(deadline, proxy.tracker.wait())
         .await
         .is_err()
