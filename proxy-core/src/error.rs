@@ -25,8 +25,23 @@ pub enum ProxyError {
     ConnectTimeout(std::net::SocketAddr),
     #[error("no response headers within the route timeout of {0:?}")]
     Timeout(std::time::Duration),
+    #[error("no response headers within the per-try timeout of {0:?}")]
+    PerTryTimeout(std::time::Duration),
     #[error("upstream closed the connection before responding: {0}")]
     Reset(String),
+    #[error("upstream refused the stream without processing it: {0}")]
+    RefusedStream(String),
+    #[error("the circuit breaker of cluster {cluster:?} is open; retry after {retry_after:?}")]
+    CircuitOpen {
+        cluster: std::sync::Arc<str>,
+        retry_after: std::time::Duration,
+    },
+    #[error("cluster {cluster:?} is at its {resource} limit of {limit}")]
+    Overflow {
+        cluster: std::sync::Arc<str>,
+        resource: &'static str,
+        limit: u32,
+    },
     #[error("upstream sent a malformed response: {0}")]
     Protocol(String),
     #[error("request headers are {size} bytes; the limit is {limit}")]
@@ -46,7 +61,11 @@ impl ProxyError {
             ProxyError::ConnectFailed { .. } => "upstream_connect_failed",
             ProxyError::ConnectTimeout(_) => "upstream_connect_timeout",
             ProxyError::Timeout(_) => "upstream_timeout",
+            ProxyError::PerTryTimeout(_) => "upstream_per_try_timeout",
             ProxyError::Reset(_) => "upstream_reset",
+            ProxyError::RefusedStream(_) => "upstream_refused_stream",
+            ProxyError::Overflow { .. } => "overflow",
+            ProxyError::CircuitOpen { .. } => "circuit_open",
             ProxyError::Protocol(_) => "upstream_protocol_error",
             ProxyError::HeadersTooLarge { .. } => "request_headers_too_large",
             ProxyError::TooManyHeaders { .. } => "too_many_headers",
@@ -57,11 +76,16 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
-            ProxyError::NoHealthyUpstream(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoHealthyUpstream(_)
+            | ProxyError::RefusedStream(_)
+            | ProxyError::Overflow { .. }
+            | ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectFailed { .. } | ProxyError::Reset(_) | ProxyError::Protocol(_) => {
                 StatusCode::BAD_GATEWAY
             }
-            ProxyError::ConnectTimeout(_) | ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ConnectTimeout(_)
+            | ProxyError::Timeout(_)
+            | ProxyError::PerTryTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::HeadersTooLarge { .. } | ProxyError::TooManyHeaders { .. } => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
@@ -69,10 +93,28 @@ impl ProxyError {
         }
     }
 
-    /// Sort a hyper client error from sending a request into reset vs protocol error.
+    /// How an upstream attempt failed, as retry policies see it; `None` for failures that
+    /// are not the upstream's (no route, a bad request, an overflow) and for malformed
+    /// responses, which a retry would most likely get again.
+    pub fn upstream_failure(&self) -> Option<UpstreamFailure> {
+        match self {
+            ProxyError::ConnectFailed { .. } | ProxyError::ConnectTimeout(_) => {
+                Some(UpstreamFailure::ConnectFailure)
+            }
+            ProxyError::Reset(_) => Some(UpstreamFailure::Reset),
+            ProxyError::RefusedStream(_) => Some(UpstreamFailure::RefusedStream),
+            ProxyError::PerTryTimeout(_) => Some(UpstreamFailure::PerTryTimeout),
+            _ => None,
+        }
+    }
+
+    /// Sort a hyper client error from sending a request into reset, refused stream or
+    /// protocol error.
     pub fn from_upstream(e: &hyper::Error) -> ProxyError {
         if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
             ProxyError::Protocol(e.to_string())
+        } else if refused_stream(e) {
+            ProxyError::RefusedStream(e.to_string())
         } else {
             let mut msg = e.to_string();
             if let Some(src) = std::error::Error::source(e) {
@@ -82,6 +124,31 @@ impl ProxyError {
             ProxyError::Reset(msg)
         }
     }
+}
+
+/// The ways an attempt can fail at the upstream, each mapped to `retry_on` conditions by the
+/// retry policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// No connection could be made: the upstream never saw the request.
+    ConnectFailure,
+    /// The connection closed or reset before response headers.
+    Reset,
+    /// HTTP/2 `REFUSED_STREAM`: the upstream says it did not process the request.
+    RefusedStream,
+    /// No response headers within the per-try timeout.
+    PerTryTimeout,
+}
+
+fn refused_stream(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = s.source();
+    }
+    false
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //!
 //! A request crosses the modules in this order: `listener` (accept) → `http::server`
 //! (hyper) → `http::proxy` (route, pick, forward) → `cluster` (endpoint, load balancer) →
-//! `http::client` (pooled connection) → back through `http::body`, which records
+//! `http::attempts` (retry loop, `resilience` policies) → `http::client` (pooled connection) → back through `http::body`, which records
 //! `telemetry` when the response ends.
 #![forbid(unsafe_code)]
 
@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod listener;
+pub mod resilience;
 pub mod route;
 pub mod runtime;
 pub mod snapshot;

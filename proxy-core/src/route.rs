@@ -9,6 +9,7 @@ use regex::Regex;
 
 use crate::cluster::Cluster;
 use crate::config;
+use crate::resilience::retry::RetryPolicy;
 use crate::telemetry::metrics::{Metrics, RouteStats};
 
 enum HostMatch {
@@ -66,14 +67,34 @@ enum ValueMatch {
     Present(bool),
 }
 
-struct HeaderMatcher {
+/// One header condition, compiled. Routes match requests with it; retry policies match
+/// responses (`retriable_headers`).
+pub struct HeaderMatcher {
     name: HeaderName,
     value: ValueMatch,
     invert: bool,
 }
 
 impl HeaderMatcher {
-    fn matches(&self, headers: &HeaderMap) -> bool {
+    /// Compile a validated condition.
+    pub fn build(h: &config::HeaderMatch) -> Option<HeaderMatcher> {
+        let value = if let Some(e) = &h.exact {
+            ValueMatch::Exact(e.clone())
+        } else if let Some(p) = &h.prefix {
+            ValueMatch::Prefix(p.clone())
+        } else if let Some(r) = &h.regex {
+            ValueMatch::Regex(anchored(r)?)
+        } else {
+            ValueMatch::Present(h.present.unwrap_or(true))
+        };
+        Some(HeaderMatcher {
+            name: HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+            value,
+            invert: h.invert,
+        })
+    }
+
+    pub fn matches(&self, headers: &HeaderMap) -> bool {
         let v = headers.get(&self.name);
         let hit = match (&self.value, v) {
             (ValueMatch::Present(p), v) => *p == v.is_some(),
@@ -104,6 +125,8 @@ pub struct Route {
     targets: Vec<Target>,
     cumulative: Vec<u64>,
     pub timeout: Duration,
+    /// Boxed: most routes have none, and the route list is walked per request.
+    pub retry: Option<Box<RetryPolicy>>,
     pub request_headers_to_add: Vec<HeaderAdd>,
     pub request_headers_to_remove: Vec<HeaderName>,
     pub response_headers_to_add: Vec<HeaderAdd>,
@@ -151,26 +174,7 @@ impl Route {
         } else {
             PathMatch::Any
         };
-        let headers = m
-            .headers
-            .iter()
-            .filter_map(|h| {
-                let value = if let Some(e) = &h.exact {
-                    ValueMatch::Exact(e.clone())
-                } else if let Some(p) = &h.prefix {
-                    ValueMatch::Prefix(p.clone())
-                } else if let Some(r) = &h.regex {
-                    ValueMatch::Regex(anchored(r)?)
-                } else {
-                    ValueMatch::Present(h.present.unwrap_or(true))
-                };
-                Some(HeaderMatcher {
-                    name: HeaderName::from_bytes(h.name.as_bytes()).ok()?,
-                    value,
-                    invert: h.invert,
-                })
-            })
-            .collect();
+        let headers = m.headers.iter().filter_map(HeaderMatcher::build).collect();
         let wanted: Vec<(&str, u32)> = match &cfg.cluster {
             Some(c) => vec![(c.as_str(), 1)],
             None => cfg
@@ -199,6 +203,10 @@ impl Route {
             targets,
             cumulative,
             timeout: cfg.timeout.get(),
+            retry: cfg
+                .retry_policy
+                .as_ref()
+                .map(|r| Box::new(RetryPolicy::new(r))),
             request_headers_to_add: header_adds(&cfg.request_headers_to_add),
             request_headers_to_remove: header_names(&cfg.request_headers_to_remove),
             response_headers_to_add: header_adds(&cfg.response_headers_to_add),

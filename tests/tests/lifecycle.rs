@@ -392,3 +392,24 @@ async fn drain_deadline_bounds_the_wait_for_requests_that_never_finish() {
         "a request cut off at the deadline cannot have completed"
     );
 }
+
+#[tokio::test]
+async fn a_reload_changes_drain_settings_but_keeps_start_only_ones() {
+    let backend = upstream::http1().run().await;
+    let start = json!({ "watch_config": false, "worker_threads": 2, "drain_grace": "30s", "drain_deadline": "5s" });
+    let mut proxy = Sidecar::start(versioned(&backend, false, start)).await;
+    let next = json!({ "watch_config": false, "worker_threads": 3, "drain_grace": "100ms", "drain_deadline": "5s" });
+    proxy.rewrite_config(versioned(&backend, true, next));
+    proxy.signal(Signal::SIGHUP);
+    until_route_serves(&proxy, "/v2").await;
+
+    // /config_dump shows what runs: the thread count needs a restart, the grace period not.
+    let dump = proxy.admin().json("/config_dump").await;
+    assert_eq!(dump["runtime"]["worker_threads"], 2, "{dump}");
+    assert_eq!(dump["runtime"]["drain_grace"], "100ms", "{dump}");
+
+    // The drain uses the reloaded 100ms grace, not the 30s it started with.
+    proxy.signal(Signal::SIGTERM);
+    let status = proxy.exited(Duration::from_secs(5)).await;
+    assert_eq!(status.code(), Some(0), "{status}");
+}

@@ -1,11 +1,14 @@
 //! Clusters: a named set of endpoints, how they are discovered (static or DNS), and how one
-//! is chosen per request.
+//! is chosen per request: by the load balancer (`lb`), passing over endpoints that outlier
+//! detection ejected (`outlier`) or that fail their active health checks (`health`).
 //!
 //! The endpoint set is an immutable value swapped atomically when discovery changes it, so a
 //! pick reads one pointer and never takes a lock. Endpoints keep their identity (and their
 //! pooled connections and counters) across re-resolutions and config reloads.
 
+pub mod health;
 pub mod lb;
+pub mod outlier;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,7 +20,12 @@ use serde::Serialize;
 
 use crate::config::{self, Discovery, LbPolicy};
 use crate::http::client::Pool;
+use crate::resilience::breaker::{BreakerView, ErrorRateBreaker};
+use crate::resilience::budget::RetryBudget;
+use crate::resilience::limits::ClusterLimits;
 use crate::telemetry::metrics::{ClusterStats, Metrics};
+use health::{HealthChecker, HealthState};
+use outlier::{Outcome, OutlierDetector, OutlierState};
 
 /// One upstream address with its connection pool and load counters.
 #[derive(Debug)]
@@ -28,9 +36,16 @@ pub struct Endpoint {
     active_requests: AtomicU64,
     requests_total: AtomicU64,
     connect_failures: AtomicU64,
+    pub outlier: OutlierState,
+    pub health: HealthState,
 }
 
 impl Endpoint {
+    /// Neither ejected by outlier detection nor failing its active health checks.
+    pub fn is_available(&self) -> bool {
+        !self.outlier.is_ejected() && self.health.is_healthy()
+    }
+
     fn new(addr: SocketAddr, weight: u32, cfg: &config::Cluster) -> Endpoint {
         Endpoint {
             addr,
@@ -39,6 +54,8 @@ impl Endpoint {
             active_requests: AtomicU64::new(0),
             requests_total: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
+            outlier: OutlierState::default(),
+            health: HealthState::default(),
         }
     }
 
@@ -109,6 +126,19 @@ pub struct Cluster {
     pub name: Arc<str>,
     pub config: config::Cluster,
     pub stats: ClusterStats,
+    /// Shared by every route with a retry policy that sends here.
+    pub budget: RetryBudget,
+    /// The `circuit_breakers` thresholds, when configured.
+    pub limits: Option<ClusterLimits>,
+    /// Outlier detection, when configured.
+    pub outlier: Option<OutlierDetector>,
+    /// The error-rate breaker, when configured.
+    pub breaker: Option<ErrorRateBreaker>,
+    /// Active health checks, when configured.
+    pub health: Option<HealthChecker>,
+    /// Whether endpoints can be unavailable at all (outlier detection or health checks):
+    /// when not, a pick never looks at their state.
+    tracks_health: bool,
     set: ArcSwap<EndpointSet>,
     rr: AtomicUsize,
 }
@@ -120,6 +150,24 @@ impl Cluster {
             name: cfg.name.as_str().into(),
             config: cfg.clone(),
             stats: metrics.cluster(&cfg.name),
+            budget: RetryBudget::new(&cfg.retry_budget),
+            limits: cfg
+                .circuit_breakers
+                .as_ref()
+                .map(|cb| ClusterLimits::new(metrics, &cfg.name, cb)),
+            outlier: cfg
+                .outlier_detection
+                .as_ref()
+                .map(|od| OutlierDetector::new(od, &cfg.name, metrics)),
+            breaker: cfg
+                .error_rate_breaker
+                .as_ref()
+                .map(|b| ErrorRateBreaker::new(b, &cfg.name, metrics)),
+            health: cfg
+                .health_checks
+                .as_ref()
+                .map(|h| HealthChecker::new(h, cfg.protocol, &cfg.name, metrics)),
+            tracks_health: cfg.outlier_detection.is_some() || cfg.health_checks.is_some(),
             set: ArcSwap::from_pointee(EndpointSet::default()),
             rr: AtomicUsize::new(0),
         });
@@ -140,6 +188,12 @@ impl Cluster {
             Discovery::Dns => cluster.resolve().await,
         }
         tokio::spawn(maintain(Arc::downgrade(&cluster)));
+        if let Some(od) = &cluster.outlier {
+            tokio::spawn(review_outliers(Arc::downgrade(&cluster), od.interval()));
+        }
+        if cluster.health.is_some() {
+            tokio::spawn(health::run(Arc::downgrade(&cluster)));
+        }
         cluster
     }
 
@@ -148,10 +202,50 @@ impl Cluster {
     }
 
     /// Choose an endpoint. `hash` is the request's hash-policy key (ring_hash only).
+    /// Unavailable endpoints (ejected, failing health checks) are passed over; when too few
+    /// are available (`healthy_panic_threshold`), health is ignored, and when none is and
+    /// the threshold is 0, there is no endpoint to send to.
     pub fn pick(&self, hash: Option<u64>) -> Option<Arc<Endpoint>> {
         let set = self.set.load();
+        let i = self.choose(&set, hash)?;
+        let ep = &set.endpoints[i];
+        if !self.tracks_health || ep.is_available() {
+            return Some(ep.clone());
+        }
+        self.pick_available(&set, hash, i)
+    }
+
+    /// The balancer chose the unavailable endpoint `i`.
+    fn pick_available(
+        &self,
+        set: &EndpointSet,
+        hash: Option<u64>,
+        i: usize,
+    ) -> Option<Arc<Endpoint>> {
         let eps = &set.endpoints;
-        let i = match eps.len() {
+        let n = eps.len();
+        let available = eps.iter().filter(|e| e.is_available()).count();
+        if available * 100 < self.config.healthy_panic_threshold as usize * n {
+            return Some(eps[i].clone());
+        }
+        // Ask the balancer again first, so that the load of an unavailable endpoint spreads
+        // the way the policy spreads it; then take the next one that is available.
+        for _ in 0..2 {
+            if let Some(j) = self.choose(set, hash)
+                && eps[j].is_available()
+            {
+                return Some(eps[j].clone());
+            }
+        }
+        (1..n)
+            .map(|k| (i + k) % n)
+            .find(|j| eps[*j].is_available())
+            .map(|j| eps[j].clone())
+    }
+
+    fn choose(&self, set: &EndpointSet, hash: Option<u64>) -> Option<usize> {
+        let eps = &set.endpoints;
+        Some(match eps.len() {
             0 => return None,
             1 => 0,
             n => match self.config.lb_policy {
@@ -176,8 +270,42 @@ impl Cluster {
                     None => fastrand::usize(0..n),
                 },
             },
-        };
-        Some(eps[i].clone())
+        })
+    }
+
+    /// Choose an endpoint for a retry: by weight among the available ones other than
+    /// `failed`, since the endpoint that just failed is the likeliest to fail again. Not
+    /// through the balancer: a retry taking a round-robin turn would hand the failing
+    /// endpoint the next request's first attempt. With no other available, the balancer
+    /// decides.
+    pub fn pick_other(&self, hash: Option<u64>, failed: &Endpoint) -> Option<Arc<Endpoint>> {
+        let set = self.set.load();
+        let candidate = |e: &&Arc<Endpoint>| !std::ptr::eq(&***e, failed) && e.is_available();
+        let total: u64 = set
+            .endpoints
+            .iter()
+            .filter(candidate)
+            .map(|e| u64::from(e.weight))
+            .sum();
+        if total == 0 {
+            return self.pick(hash);
+        }
+        let mut x = fastrand::u64(0..total);
+        for e in set.endpoints.iter().filter(candidate) {
+            let w = u64::from(e.weight);
+            if x < w {
+                return Some(e.clone());
+            }
+            x -= w;
+        }
+        self.pick(hash)
+    }
+
+    /// Report an attempt's outcome to outlier detection, when configured.
+    pub fn record_outcome(&self, ep: &Endpoint, outcome: Option<Outcome>) {
+        if let (Some(od), Some(outcome)) = (&self.outlier, outcome) {
+            od.record(ep, &self.set.load().endpoints, outcome);
+        }
     }
 
     /// Re-resolve DNS endpoints; keep existing endpoints (and their pools) for addresses
@@ -240,6 +368,27 @@ impl Cluster {
             discovery: self.config.discovery,
             lb_policy: self.config.lb_policy,
             protocol: self.config.protocol,
+            retry_budget_remaining: self.budget.remaining(),
+            error_rate_breaker: self.breaker.as_ref().map(ErrorRateBreaker::view),
+            circuit_breakers: self.limits.as_ref().map(|l| {
+                [
+                    ("max_connections", &l.connections),
+                    ("max_pending_requests", &l.pending),
+                    ("max_requests", &l.requests),
+                    ("max_retries", &l.retries),
+                ]
+                .into_iter()
+                .map(|(name, limit)| {
+                    (
+                        name,
+                        LimitView {
+                            max: limit.max(),
+                            remaining: limit.remaining(),
+                        },
+                    )
+                })
+                .collect()
+            }),
             endpoints: self
                 .set
                 .load()
@@ -248,7 +397,21 @@ impl Cluster {
                 .map(|e| EndpointView {
                     address: e.addr.to_string(),
                     weight: e.weight,
-                    healthy: true,
+                    healthy: e.is_available(),
+                    health_check: self.health.as_ref().map(|_| {
+                        if e.health.is_healthy() {
+                            "passing"
+                        } else {
+                            "failing"
+                        }
+                    }),
+                    ejected_until: self
+                        .outlier
+                        .as_ref()
+                        .and_then(|od| od.ejected_until(&e.outlier))
+                        .map(crate::telemetry::access_log::rfc3339),
+                    consecutive_failures: e.outlier.consecutive_failures(),
+                    ejections_total: e.outlier.ejections_total(),
                     active_requests: e.active_requests(),
                     requests_total: e.requests_total.load(Ordering::Relaxed),
                     connect_failures_total: e.connect_failures.load(Ordering::Relaxed),
@@ -265,14 +428,38 @@ pub struct ClusterView {
     pub discovery: Discovery,
     pub lb_policy: LbPolicy,
     pub protocol: config::UpstreamProtocol,
+    /// Retries the retry budget would allow right now.
+    pub retry_budget_remaining: u64,
+    /// The error-rate breaker's state and window, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_rate_breaker: Option<BreakerView>,
+    /// Per threshold: its limit and the units left under it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_breakers: Option<std::collections::BTreeMap<&'static str, LimitView>>,
     pub endpoints: Vec<EndpointView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LimitView {
+    pub max: u32,
+    pub remaining: i64,
 }
 
 #[derive(Debug, Serialize)]
 pub struct EndpointView {
     pub address: String,
     pub weight: u32,
+    /// Taking traffic: neither ejected by outlier detection nor failing health checks.
     pub healthy: bool,
+    /// `passing` or `failing` active health checks; absent without health checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<&'static str>,
+    /// When an ejected endpoint returns (RFC 3339); absent when it is in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ejected_until: Option<String>,
+    /// 5xx responses or local-origin failures in a row now.
+    pub consecutive_failures: u32,
+    pub ejections_total: u64,
     pub active_requests: u64,
     pub requests_total: u64,
     pub connect_failures_total: u64,
@@ -300,6 +487,20 @@ async fn maintain(cluster: Weak<Cluster>) {
         }
         for e in c.set.load().endpoints.iter() {
             e.pool.evict_expired();
+        }
+    }
+}
+
+/// Outlier detection's periodic review for one cluster; ends with the cluster.
+async fn review_outliers(cluster: Weak<Cluster>, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(c) = cluster.upgrade() else { return };
+        if let Some(od) = &c.outlier {
+            od.review(&c.set.load().endpoints);
         }
     }
 }
@@ -349,6 +550,36 @@ mod tests {
         for _ in 0..20 {
             assert_eq!(c.pick(Some(h)).unwrap().addr, first);
         }
+    }
+
+    #[tokio::test]
+    async fn picks_pass_over_ejected_endpoints_and_the_panic_threshold_decides_when_none_is_left() {
+        let yaml = |threshold: u32| {
+            cfg(&format!(
+                "{{name: c, healthy_panic_threshold: {threshold}, endpoints: [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\"], outlier_detection: {{consecutive_local_origin_failure: 1, max_ejection_percent: 100}}}}"
+            ))
+        };
+        let c = Cluster::build(&yaml(0), &Metrics::new("t")).await;
+        let eps = c.endpoints();
+        c.record_outcome(&eps[0], Some(Outcome::LocalFailure));
+        for _ in 0..30 {
+            assert_ne!(c.pick(None).unwrap().addr.port(), 1);
+        }
+        let other = c.pick_other(None, &eps[1]).unwrap();
+        assert_eq!(
+            other.addr.port(),
+            3,
+            "neither the failed one nor the ejected one"
+        );
+        c.record_outcome(&eps[1], Some(Outcome::LocalFailure));
+        c.record_outcome(&eps[2], Some(Outcome::LocalFailure));
+        assert!(c.pick(None).is_none(), "threshold 0: fail fast");
+
+        let c = Cluster::build(&yaml(50), &Metrics::new("t")).await;
+        for ep in c.endpoints() {
+            c.record_outcome(&ep, Some(Outcome::LocalFailure));
+        }
+        assert!(c.pick(None).is_some(), "panic mode: try them all anyway");
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 //! does not hide one in `listeners[2]`), then semantic checks run over what parsed.
 
 mod model;
+mod resilience;
 pub mod units;
 mod validate;
 
@@ -15,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
 pub use model::*;
+pub use resilience::*;
 pub use units::{Dur, Size};
 pub use validate::{HostPort, parse_host_port};
 
@@ -79,29 +81,40 @@ impl Problems {
         }
     }
 
-    /// Deserialize `value` as `T`, recording a failure with its full path under `base`.
+    /// Deserialize `value` as `T`, recording each failure with its full path under `base`.
+    ///
+    /// serde stops at the first problem, so a bad field would hide every other problem of
+    /// the same item. After recording one, the offending field is taken out (an unknown
+    /// key, or a value of the wrong form, whose default then applies) and the item is read
+    /// again, up to a bound. The item comes back when it parses that way, so the semantic
+    /// checks can look at the rest of it; the document as a whole is still rejected.
     pub fn section<T: DeserializeOwned>(&mut self, base: &str, value: Value) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let mut path = base.to_owned();
-                for seg in e.path().iter() {
-                    use serde_path_to_error::Segment;
-                    match seg {
-                        Segment::Seq { index } => path.push_str(&format!("[{index}]")),
-                        Segment::Map { key } | Segment::Enum { variant: key } => {
-                            if !path.is_empty() {
-                                path.push('.');
-                            }
-                            path.push_str(key);
+        let mut value = value;
+        for _ in 0..32 {
+            let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+                Ok(v) => return Some(v),
+                Err(e) => e,
+            };
+            let mut path = base.to_owned();
+            for seg in e.path().iter() {
+                use serde_path_to_error::Segment;
+                match seg {
+                    Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+                    Segment::Map { key } | Segment::Enum { variant: key } => {
+                        if !path.is_empty() {
+                            path.push('.');
                         }
-                        Segment::Unknown => {}
+                        path.push_str(key);
                     }
+                    Segment::Unknown => {}
                 }
-                self.at(path, clean_serde_message(&e.inner().to_string()));
-                None
+            }
+            self.at(path, clean_serde_message(&e.inner().to_string()));
+            if !remove_at(&mut value, e.path()) {
+                return None;
             }
         }
+        None
     }
 
     /// Deserialize a list item by item, so a bad item does not hide problems in the next.
@@ -119,6 +132,34 @@ impl Problems {
                 Vec::new()
             }
         }
+    }
+}
+
+/// Take out the mapping key a deserialization error points at. Only keys are removed: taking
+/// a list element out would shift the indexes later problems are reported with.
+fn remove_at(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segs: Vec<&Segment> = path.iter().collect();
+    let Some((Segment::Map { key }, parents)) = segs.split_last() else {
+        return false;
+    };
+    let mut v = value;
+    for seg in parents {
+        v = match (seg, v) {
+            (Segment::Map { key }, Value::Mapping(m)) => match m.get_mut(key.as_str()) {
+                Some(next) => next,
+                None => return false,
+            },
+            (Segment::Seq { index }, Value::Sequence(items)) => match items.get_mut(*index) {
+                Some(next) => next,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match v {
+        Value::Mapping(m) => m.remove(key.as_str()).is_some(),
+        _ => false,
     }
 }
 
@@ -176,6 +217,9 @@ impl Config {
     pub fn from_yaml(text: &str) -> Result<Config, ConfigErrors> {
         let map = yaml_mapping(text)?;
         let mut p = Problems::default();
+        if map.is_empty() {
+            p.at("", "the document is empty: a config needs at least one listener (see `sidecar default-config`)");
+        }
         let cluster_names = raw_names(map.get("clusters"));
         let mut cfg = Config::default();
         let mut index = validate::DocIndex::default();

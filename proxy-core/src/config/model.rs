@@ -157,6 +157,9 @@ pub struct Route {
     pub response_headers_to_add: Vec<HeaderValueOption>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub response_headers_to_remove: Vec<String>,
+    /// Retries of failed attempts; none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<super::RetryPolicy>,
 }
 
 fn default_route_timeout() -> Dur {
@@ -214,7 +217,7 @@ pub struct HeaderValueOption {
     pub name: String,
     pub value: String,
     /// Add beside existing values instead of replacing them.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub append: bool,
 }
 
@@ -272,6 +275,27 @@ pub struct Cluster {
     /// An idle pooled connection older than this is closed.
     #[serde(default = "default_pool_idle")]
     pub idle_timeout: Dur,
+    /// How many retries the routes to this cluster may add to its load.
+    #[serde(default)]
+    pub retry_budget: super::RetryBudget,
+    /// Limits on concurrent connections, requests and retries; none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breakers: Option<super::CircuitBreakers>,
+    /// Ejection of failing endpoints from load balancing; none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<super::OutlierDetection>,
+    /// The cluster-wide failure-rate breaker; none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_breaker: Option<super::ErrorRateBreaker>,
+    /// Active health checks; none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_checks: Option<super::HealthChecks>,
+    /// When fewer than this percentage of the endpoints are healthy (neither ejected nor
+    /// failing health checks), health is ignored and requests go to all endpoints (Envoy's
+    /// panic mode): better to try than to refuse everything. 0 never panics: with no healthy
+    /// endpoint, requests fail fast with 503 `no_healthy_upstream`.
+    #[serde(default = "default_panic_threshold")]
+    pub healthy_panic_threshold: u32,
 }
 
 fn default_dns_refresh() -> Dur {
@@ -282,6 +306,9 @@ fn default_connect_timeout() -> Dur {
 }
 fn default_max_idle() -> usize {
     64
+}
+fn default_panic_threshold() -> u32 {
+    50
 }
 fn default_pool_idle() -> Dur {
     Dur::secs(60)
@@ -298,12 +325,7 @@ pub struct HashPolicy {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Endpoint {
     pub address: String,
-    #[serde(skip_serializing_if = "is_one")]
     pub weight: u32,
-}
-
-fn is_one(w: &u32) -> bool {
-    *w == 1
 }
 
 impl<'de> Deserialize<'de> for Endpoint {

@@ -192,3 +192,253 @@ fn host_port_parsing() {
     assert!(parse_host_port(":80").is_err());
     assert!(parse_host_port("bad host:80").is_err());
 }
+
+#[test]
+fn retry_policy_defaults_and_round_trip() {
+    let cfg = Config::from_yaml(
+        r#"
+listeners:
+  - name: in
+    address: 127.0.0.1:1
+    routes:
+      - name: r
+        cluster: c
+        timeout: 2s
+        retry_policy:
+          retry_on: [5xx, retriable-status-codes, retriable-headers]
+          retriable_status_codes: [429]
+          retriable_headers: [{ name: x-retry, present: true }]
+          per_try_timeout: 500ms
+          retry_back_off: { base_interval: 10ms, max_interval: 100ms }
+clusters:
+  - name: c
+    endpoints: ["127.0.0.1:2"]
+    retry_budget: { budget_percent: 25, min_retries_per_second: 0 }
+    circuit_breakers: { max_requests: 10 }
+"#,
+    )
+    .unwrap();
+    let rp = cfg.listeners[0].routes[0].retry_policy.as_ref().unwrap();
+    assert_eq!(rp.num_retries, 2);
+    assert_eq!(rp.per_request_buffer_limit, Size::kib(64));
+    assert_eq!(rp.max_retry_after, Dur::secs(5));
+    assert!(!rp.retry_non_idempotent);
+    assert_eq!(
+        rp.retry_back_off.max(),
+        std::time::Duration::from_millis(100)
+    );
+    let c = &cfg.clusters[0];
+    assert_eq!(c.retry_budget.budget_percent, 25.0);
+    assert_eq!(c.retry_budget.ttl, Dur::secs(10));
+    let cb = c.circuit_breakers.as_ref().unwrap();
+    assert_eq!(
+        (cb.max_requests, cb.max_connections, cb.max_retries),
+        (10, 1024, 3)
+    );
+    let yaml = serde_norway::to_string(&cfg).unwrap();
+    assert_eq!(Config::from_yaml(&yaml).unwrap(), cfg);
+
+    let defaults: RetryPolicy = serde_norway::from_str("{}").unwrap();
+    assert_eq!(
+        defaults.retry_on,
+        vec![
+            RetryOn::ConnectFailure,
+            RetryOn::RefusedStream,
+            RetryOn::Reset
+        ]
+    );
+    assert_eq!(
+        defaults.retry_back_off.max(),
+        std::time::Duration::from_millis(250)
+    );
+}
+
+#[test]
+fn resilience_problems_name_their_field() {
+    let errs = errors(
+        r#"
+listeners:
+  - name: in
+    address: 127.0.0.1:1
+    routes:
+      - name: r
+        cluster: c
+        timeout: 1s
+        retry_policy:
+          num_retries: 11
+          retry_on: [5xx, retriable-status-codes, retriable-headers]
+          retriable_status_codes: [99]
+          retriable_headers: [{ name: "bad header", exact: a, prefix: b }]
+          per_try_timeout: 2s
+          retry_back_off: { base_interval: 100ms, max_interval: 10ms }
+          per_request_buffer_limit: 1GiB
+      - name: s
+        cluster: c
+        retry_policy:
+          retry_on: []
+          retriable_status_codes: [503]
+  - name: other
+    address: 127.0.0.1:3
+    routes:
+      - name: t
+        cluster: c
+        retry_policy: { retry_on: [retriable-status-codes, sometimes] }
+clusters:
+  - name: c
+    endpoints: ["127.0.0.1:2"]
+    retry_budget: { budget_percent: 150, ttl: 100ms }
+    circuit_breakers: { max_connections: 0, max_requests: 0 }
+"#,
+    );
+    let want = [
+        "clusters[0].retry_budget.budget_percent: must be between 0 and 100",
+        "clusters[0].retry_budget.ttl: must be between 1s and 60s",
+        "clusters[0].circuit_breakers.max_connections: must be at least 1",
+        "clusters[0].circuit_breakers.max_requests: must be at least 1",
+        "listeners[0].routes[0].retry_policy.num_retries: at most 10",
+        "listeners[0].routes[0].retry_policy.retriable_status_codes[0]: 99 is not an HTTP status (100 to 599)",
+        "listeners[0].routes[0].retry_policy.retriable_headers[0].name: invalid header name \"bad header\"",
+        "listeners[0].routes[0].retry_policy.retriable_headers[0]: set exactly one of exact, prefix, regex and present",
+        "listeners[0].routes[0].retry_policy.per_try_timeout: 2s is longer than the route timeout (1s); it would never fire",
+        "listeners[0].routes[0].retry_policy.retry_back_off.max_interval: must not be shorter than base_interval",
+        "listeners[0].routes[0].retry_policy.per_request_buffer_limit: at most 16MiB: every retried request holds its body in memory",
+        "listeners[0].routes[1].retry_policy.retry_on: name at least one condition",
+        "listeners[0].routes[1].retry_policy.retriable_status_codes: only used when retry_on names retriable-status-codes",
+    ];
+    for w in want {
+        assert!(errs.iter().any(|e| e == w), "missing {w:?} in {errs:#?}");
+    }
+    assert!(
+        errs.iter().any(|e| e.starts_with(
+            "listeners[1].routes[0].retry_policy.retry_on[1]: unknown variant \"sometimes\""
+        )),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn outlier_detection_defaults_and_problems() {
+    let cfg = Config::from_yaml(
+        r#"
+clusters:
+  - name: c
+    endpoints: ["127.0.0.1:2"]
+    outlier_detection: { consecutive_5xx: 3, interval: 1s }
+"#,
+    )
+    .unwrap();
+    let od = cfg.clusters[0].outlier_detection.as_ref().unwrap();
+    assert_eq!(od.consecutive_5xx, 3);
+    assert_eq!(od.consecutive_local_origin_failure, 5);
+    assert_eq!(od.base_ejection_time, Dur::secs(30));
+    assert_eq!(od.max_ejection_percent, 50);
+
+    let errs = errors(
+        r#"
+clusters:
+  - name: c
+    endpoints: ["127.0.0.1:2"]
+    outlier_detection:
+      interval: 10ms
+      base_ejection_time: 10s
+      max_ejection_time: 5s
+      max_ejection_percent: 101
+      success_rate_request_volume: 0
+"#,
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "clusters[0].outlier_detection.interval: must be at least 100ms",
+            "clusters[0].outlier_detection.max_ejection_time: must not be shorter than base_ejection_time",
+            "clusters[0].outlier_detection.max_ejection_percent: at most 100",
+            "clusters[0].outlier_detection.success_rate_request_volume: must be at least 1 when success_rate_minimum_hosts is set",
+        ]
+    );
+}
+
+#[test]
+fn error_rate_breaker_problems() {
+    let errs = errors(
+        r#"
+clusters:
+  - name: c
+    endpoints: ["127.0.0.1:2"]
+    error_rate_breaker:
+      failure_rate_threshold: 0
+      minimum_requests: 0
+      window: 500ms
+      open_duration: 10ms
+      half_open_requests: 0
+"#,
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "clusters[0].error_rate_breaker.failure_rate_threshold: must be more than 0 and at most 100",
+            "clusters[0].error_rate_breaker.minimum_requests: must be at least 1",
+            "clusters[0].error_rate_breaker.window: must be between 1s and 10m",
+            "clusters[0].error_rate_breaker.open_duration: must be at least 100ms",
+            "clusters[0].error_rate_breaker.half_open_requests: must be at least 1",
+        ]
+    );
+}
+
+#[test]
+fn health_check_problems() {
+    let errs = errors(
+        r#"
+clusters:
+  - name: c
+    endpoints: ["127.0.0.1:2"]
+    healthy_panic_threshold: 120
+    health_checks:
+      interval: 1s
+      timeout: 2s
+      healthy_threshold: 0
+      http_health_check: { path: healthz, expected_statuses: [700] }
+"#,
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "clusters[0].health_checks.timeout: must not be longer than interval",
+            "clusters[0].health_checks.healthy_threshold: must be at least 1",
+            "clusters[0].health_checks.http_health_check.path: \"healthz\" is not a request path starting with '/'",
+            "clusters[0].health_checks.http_health_check.expected_statuses[0]: 700 is not an HTTP status (100 to 599)",
+            "clusters[0].healthy_panic_threshold: at most 100",
+        ]
+    );
+}
+
+#[test]
+fn a_bad_field_does_not_hide_the_other_problems_of_its_item() {
+    let errs = errors(
+        r#"
+listeners:
+  - name: in
+    address: 127.0.0.1:1
+    idle_timout: 5s
+    routes:
+      - { name: r, cluster: rrr, timeout: 3 }
+clusters:
+  - name: c
+    lb_polcy: random
+    endpoints: ["127.0.0.1:99999"]
+"#,
+    );
+    let want = [
+        "listeners[0].idle_timout: unknown field",
+        "listeners[0].routes[0].timeout: duration 3 needs a unit",
+        "listeners[0].routes[0].cluster: unknown cluster \"rrr\"",
+        "clusters[0].lb_polcy: unknown field",
+        "clusters[0].endpoints[0]: invalid port \"99999\"",
+    ];
+    for w in want {
+        assert!(
+            errs.iter().any(|e| e.starts_with(w)),
+            "missing {w:?} in {errs:#?}"
+        );
+    }
+    assert_eq!(errs.len(), want.len(), "{errs:#?}");
+}

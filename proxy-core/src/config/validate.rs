@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::Problems;
 use super::model::*;
+use super::resilience;
 
 /// An endpoint address split into host and port.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -104,7 +105,14 @@ fn check_header_name(p: &mut Problems, path: &str, name: &str) {
 
 fn check_regex(p: &mut Problems, path: &str, re: &str) {
     if let Err(e) = regex::Regex::new(re) {
-        p.at(path, format!("invalid regex: {e}"));
+        // regex's messages span lines (a caret under the pattern); one problem, one line.
+        let msg = e.to_string();
+        let msg: Vec<&str> = msg
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        p.at(path, format!("invalid regex: {}", msg.join(" ")));
     }
 }
 
@@ -118,6 +126,7 @@ pub(super) struct DocIndex {
 
 pub(super) fn config(cfg: &Config, idx: &DocIndex, raw_cluster_names: &[String], p: &mut Problems) {
     check_socket_addr(p, "admin.address", &cfg.admin.address);
+
     if cfg.runtime.worker_threads > 1024 {
         p.at("runtime.worker_threads", "at most 1024");
     }
@@ -298,26 +307,7 @@ fn route(p: &mut Problems, path: &str, r: &Route, clusters: &HashSet<&str>) {
         }
     }
     for (k, h) in m.headers.iter().enumerate() {
-        let hpath = format!("{mpath}.headers[{k}]");
-        check_header_name(p, &format!("{hpath}.name"), &h.name);
-        let n = [
-            h.exact.is_some(),
-            h.prefix.is_some(),
-            h.regex.is_some(),
-            h.present.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if n != 1 {
-            p.at(
-                &hpath,
-                "set exactly one of exact, prefix, regex and present",
-            );
-        }
-        if let Some(re) = &h.regex {
-            check_regex(p, &format!("{hpath}.regex"), re);
-        }
+        header_match(p, &format!("{mpath}.headers[{k}]"), h);
     }
     for (field, list) in [
         ("request_headers_to_add", &r.request_headers_to_add),
@@ -330,6 +320,9 @@ fn route(p: &mut Problems, path: &str, r: &Route, clusters: &HashSet<&str>) {
             }
         }
     }
+    if let Some(rp) = &r.retry_policy {
+        resilience::retry_policy(p, &format!("{path}.retry_policy"), rp, r.timeout.get());
+    }
     for (field, list) in [
         ("request_headers_to_remove", &r.request_headers_to_remove),
         ("response_headers_to_remove", &r.response_headers_to_remove),
@@ -337,6 +330,25 @@ fn route(p: &mut Problems, path: &str, r: &Route, clusters: &HashSet<&str>) {
         for (k, h) in list.iter().enumerate() {
             check_header_name(p, &format!("{path}.{field}[{k}]"), h);
         }
+    }
+}
+
+pub(super) fn header_match(p: &mut Problems, hpath: &str, h: &HeaderMatch) {
+    check_header_name(p, &format!("{hpath}.name"), &h.name);
+    let n = [
+        h.exact.is_some(),
+        h.prefix.is_some(),
+        h.regex.is_some(),
+        h.present.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if n != 1 {
+        p.at(hpath, "set exactly one of exact, prefix, regex and present");
+    }
+    if let Some(re) = &h.regex {
+        check_regex(p, &format!("{hpath}.regex"), re);
     }
 }
 
@@ -388,5 +400,21 @@ fn cluster(p: &mut Problems, path: &str, c: &Cluster) {
     }
     if c.idle_timeout.get().is_zero() {
         p.at(format!("{path}.idle_timeout"), "must be more than 0");
+    }
+    resilience::retry_budget(p, &format!("{path}.retry_budget"), &c.retry_budget);
+    if let Some(cb) = &c.circuit_breakers {
+        resilience::circuit_breakers(p, &format!("{path}.circuit_breakers"), cb);
+    }
+    if let Some(od) = &c.outlier_detection {
+        resilience::outlier_detection(p, &format!("{path}.outlier_detection"), od);
+    }
+    if let Some(b) = &c.error_rate_breaker {
+        resilience::error_rate_breaker(p, &format!("{path}.error_rate_breaker"), b);
+    }
+    if let Some(hc) = &c.health_checks {
+        resilience::health_checks(p, &format!("{path}.health_checks"), hc);
+    }
+    if c.healthy_panic_threshold > 100 {
+        p.at(format!("{path}.healthy_panic_threshold"), "at most 100");
     }
 }

@@ -1,4 +1,5 @@
-//! Body types on both sides of the proxy, streamed frame by frame, never buffered whole.
+//! Body types on both sides of the proxy, streamed frame by frame. The one exception: a
+//! route with a retry policy holds a small request body (up to its buffer limit) for replay.
 //!
 //! `ResponseBody` also ends the request's life: when its last frame has been sent (or the
 //! client goes away) it records the metrics and the access log line and, for HTTP/1, hands
@@ -11,21 +12,124 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 
 use super::proxy::Finish;
 
-/// The request body sent upstream: the client's stream, counted when the access log wants it.
+/// The request body sent upstream: the client's stream (counted when the access log wants
+/// it), or, for a route that retries, the client's body buffered so each attempt can send it.
 pub struct RequestBody {
-    inner: Incoming,
+    source: Source,
     received: Option<Arc<AtomicU64>>,
+}
+
+enum Source {
+    Stream(Incoming),
+    /// A whole body held for replay; each attempt sends a cheap clone of it.
+    Replay {
+        data: Option<Bytes>,
+        trailers: Option<HeaderMap>,
+    },
+    /// A body found over the buffer limit: what was read while finding out, then the rest.
+    Prefix {
+        head: Option<Bytes>,
+        rest: Incoming,
+    },
+}
+
+/// A request body read for replay, or found too large to hold.
+pub enum Buffered {
+    Whole {
+        data: Bytes,
+        trailers: Option<HeaderMap>,
+    },
+    /// Over the limit: sent once, streamed, never retried.
+    TooLarge(RequestBody),
+}
+
+impl Buffered {
+    /// A body for one attempt.
+    pub fn replay(&self) -> Option<RequestBody> {
+        match self {
+            Buffered::Whole { data, trailers } => Some(RequestBody {
+                source: Source::Replay {
+                    data: (!data.is_empty()).then(|| data.clone()),
+                    trailers: trailers.clone(),
+                },
+                received: None,
+            }),
+            Buffered::TooLarge(_) => None,
+        }
+    }
 }
 
 impl RequestBody {
     pub fn new(inner: Incoming, received: Option<Arc<AtomicU64>>) -> Self {
-        RequestBody { inner, received }
+        RequestBody {
+            source: Source::Stream(inner),
+            received,
+        }
+    }
+
+    /// Read the client's body for replay, up to `limit` bytes. A body announced (by
+    /// `content-length`) or found larger is handed back to stream as it is.
+    pub async fn buffer(
+        mut inner: Incoming,
+        limit: usize,
+        received: Option<Arc<AtomicU64>>,
+    ) -> Result<Buffered, hyper::Error> {
+        if inner.size_hint().lower() > limit as u64 {
+            return Ok(Buffered::TooLarge(RequestBody::new(inner, received)));
+        }
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut len = 0;
+        let mut trailers = None;
+        while !inner.is_end_stream() {
+            let Some(frame) = inner.frame().await else {
+                break;
+            };
+            let frame = match frame?.into_data() {
+                Ok(d) => {
+                    len += d.len();
+                    chunks.push(d);
+                    if len > limit {
+                        let head = concat(chunks);
+                        if let Some(n) = &received {
+                            n.fetch_add(head.len() as u64, Ordering::Relaxed);
+                        }
+                        return Ok(Buffered::TooLarge(RequestBody {
+                            source: Source::Prefix {
+                                head: Some(head),
+                                rest: inner,
+                            },
+                            received,
+                        }));
+                    }
+                    continue;
+                }
+                Err(f) => f,
+            };
+            if let Ok(t) = frame.into_trailers() {
+                trailers = Some(t);
+            }
+        }
+        let data = concat(chunks);
+        if let Some(n) = &received {
+            n.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        Ok(Buffered::Whole { data, trailers })
+    }
+}
+
+fn concat(mut chunks: Vec<Bytes>) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => chunks.concat().into(),
     }
 }
 
@@ -37,8 +141,23 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if let (Some(Ok(f)), Some(n)) = (&frame, &self.received)
+        let this = &mut *self;
+        let inner = match &mut this.source {
+            Source::Stream(inner) => inner,
+            Source::Replay { data, trailers } => {
+                let frame = match data.take() {
+                    Some(d) => Some(Frame::data(d)),
+                    None => trailers.take().map(Frame::trailers),
+                };
+                return Poll::Ready(frame.map(Ok));
+            }
+            Source::Prefix { head, rest } => match head.take() {
+                Some(d) => return Poll::Ready(Some(Ok(Frame::data(d)))),
+                None => rest,
+            },
+        };
+        let frame = ready!(Pin::new(inner).poll_frame(cx));
+        if let (Some(Ok(f)), Some(n)) = (&frame, &this.received)
             && let Some(d) = f.data_ref()
         {
             n.fetch_add(d.len() as u64, Ordering::Relaxed);
@@ -47,11 +166,33 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.source {
+            Source::Stream(inner) => inner.is_end_stream(),
+            Source::Replay { data, trailers } => data.is_none() && trailers.is_none(),
+            Source::Prefix { head, rest } => head.is_none() && rest.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.source {
+            Source::Stream(inner) => inner.size_hint(),
+            // Trailers need chunked framing on HTTP/1: leave the length open then.
+            Source::Replay {
+                data,
+                trailers: None,
+            } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Source::Replay { .. } => SizeHint::default(),
+            Source::Prefix { head, rest } => {
+                let head = head.as_ref().map_or(0, |d| d.len() as u64);
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + head);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + head);
+                }
+                hint
+            }
+        }
     }
 }
 

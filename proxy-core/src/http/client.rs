@@ -100,6 +100,11 @@ impl Pool {
 
 /// Open a new connection to `ep` and do the HTTP handshake.
 async fn connect(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyError> {
+    // The connection holds its max_connections unit until it closes.
+    let unit = match &cluster.limits {
+        Some(l) => Some(l.connections.acquire(&cluster.name)?),
+        None => None,
+    };
     let stream = match tokio::time::timeout(
         cluster.config.connect_timeout.get(),
         TcpStream::connect(ep.addr),
@@ -137,6 +142,7 @@ async fn connect(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyError>
             tokio::spawn(async move {
                 let _ = conn.with_upgrades().await;
                 active.dec();
+                drop(unit);
             });
             Ok(Sender::H1(tx))
         }
@@ -150,6 +156,7 @@ async fn connect(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyError>
             tokio::spawn(async move {
                 let _ = conn.await;
                 active.dec();
+                drop(unit);
             });
             Ok(Sender::H2(tx))
         }
@@ -165,6 +172,11 @@ pub async fn checkout(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyE
                     return Ok(Sender::H1(tx));
                 }
             }
+            // Waiting for a new connection is what max_pending_requests bounds.
+            let _pending = match &cluster.limits {
+                Some(l) => Some(l.pending.acquire(&cluster.name)?),
+                None => None,
+            };
             // Boxed: the connect future is large and rare; inline, every request's future
             // would carry (and move) its space.
             Box::pin(connect(cluster, ep)).await
@@ -175,6 +187,10 @@ pub async fn checkout(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyE
             {
                 return Ok(Sender::H2(tx));
             }
+            let _pending = match &cluster.limits {
+                Some(l) => Some(l.pending.acquire(&cluster.name)?),
+                None => None,
+            };
             let sender = Box::pin(connect(cluster, ep)).await?;
             if let (Sender::H2(tx), Ok(mut slot)) = (&sender, ep.pool.h2.lock()) {
                 *slot = Some(tx.clone());

@@ -1,6 +1,7 @@
 //! HTTP: serving downstream connections, the request's trip through the proxy, header
 //! handling, and pooled upstream connections.
 
+pub mod attempts;
 pub mod body;
 pub mod client;
 pub mod headers;

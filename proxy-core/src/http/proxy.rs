@@ -1,5 +1,7 @@
 //! The life of one proxied HTTP request, in order:
-//! limits → route → cluster → endpoint → pooled connection → response → (body end) telemetry.
+//! limits → route → cluster (`max_requests`, error-rate breaker) → endpoint (passing over
+//! ejected and unhealthy ones) → attempts (once, or under the route's retry policy) →
+//! pooled connection → response → (body end) telemetry.
 //!
 //! Everything a failure needs to explain itself (reason, status, detail) comes from
 //! `ProxyError`; the request's record (metrics, access log) is written once, by `Finish`,
@@ -20,12 +22,14 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
+use super::attempts;
 use super::body::{RequestBody, ResponseBody};
-use super::client;
 use super::headers;
-use crate::cluster::ActiveRequest;
+use crate::cluster::outlier::Outcome;
+use crate::cluster::{ActiveRequest, Endpoint};
 use crate::config::UpstreamProtocol;
 use crate::error::{ERROR_HEADER, ProxyError};
+use crate::resilience::limits::Permit;
 use crate::route::{Route, rewrite_headers};
 use crate::snapshot::{ListenerRoutes, Snapshot};
 use crate::telemetry::access_log::{self, AccessLog};
@@ -107,10 +111,20 @@ pub struct Finish {
     down: Arc<Downstream>,
     stats: Arc<RouteStats>,
     active: Option<ActiveRequest>,
+    /// The cluster's `max_requests` unit, held until the response ends.
+    permit: Option<Permit>,
     log: Option<(Arc<AccessLog>, Box<LogFacts>)>,
 }
 
 impl Finish {
+    /// An attempt is about to go to `endpoint`: it is the one counted and logged.
+    pub(super) fn sending_to(&mut self, endpoint: &Arc<Endpoint>) {
+        self.active = Some(endpoint.start_request());
+        if let Some((_, f)) = &mut self.log {
+            f.upstream = Some(endpoint.addr);
+        }
+    }
+
     pub(super) fn return_connection(&self, tx: http1::SendRequest<RequestBody>) {
         if let Some(a) = &self.active {
             a.endpoint().pool.put(tx);
@@ -171,6 +185,11 @@ pub fn local_reply(err: &ProxyError, request_id: Option<&HeaderValue>) -> Respon
     if let Some(id) = request_id {
         h.insert(headers::X_REQUEST_ID.clone(), id.clone());
     }
+    if let ProxyError::CircuitOpen { retry_after, .. } = err {
+        // Whole seconds, rounded up: coming back early would only be refused again.
+        let secs = retry_after.as_millis().div_ceil(1000).max(1) as u64;
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     resp
 }
 
@@ -192,6 +211,7 @@ pub async fn handle(
         listener: l.clone(),
         down: down.clone(),
         active: None,
+        permit: None,
         log: None,
     };
     let routes = snap.listeners.get(&*l.name).cloned();
@@ -342,12 +362,16 @@ async fn forward(
         .as_ref()
         .and_then(|hp| req.headers().get(hp.header.as_str()))
         .map(|v| crate::cluster::lb::hash_key(v.as_bytes()));
+    if let Some(limits) = &cluster.limits {
+        finish.permit = Some(limits.requests.acquire(&cluster.name).map_err(fail)?);
+    }
+    let ticket = match &cluster.breaker {
+        Some(b) => Some(b.admit().map_err(fail)?),
+        None => None,
+    };
     let endpoint = cluster
         .pick(hash)
         .ok_or_else(|| fail(ProxyError::NoHealthyUpstream(cluster.name.to_string())))?;
-    if let Some((_, f)) = &mut finish.log {
-        f.upstream = Some(endpoint.addr);
-    }
 
     // Headers for the upstream.
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
@@ -397,20 +421,34 @@ async fn forward(
             parts.version = Version::HTTP_2;
         }
     }
-    let up_req = Request::from_parts(parts, RequestBody::new(body, received));
 
-    finish.active = Some(endpoint.start_request());
-    let sent = tokio::time::timeout(route.timeout, client::send(cluster, &endpoint, up_req)).await;
-    let (mut resp, pooled) = match sent {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(fail(e)),
-        Err(_) => {
-            cluster.stats.timeouts.inc();
-            return Err(fail(ProxyError::Timeout(route.timeout)));
+    let sent = match &route.retry {
+        Some(policy) if downstream_upgrade.is_none() => {
+            let retrying = attempts::Retrying {
+                policy,
+                timeout: route.timeout,
+                cluster,
+                hash,
+            };
+            // Boxed: the retry loop's future is large, and only retrying routes pay for it.
+            Box::pin(attempts::with_retries(
+                retrying, endpoint, parts, body, received, finish,
+            ))
+            .await
+        }
+        _ => {
+            let up_req = Request::from_parts(parts, RequestBody::new(body, received));
+            attempts::once(route.timeout, cluster, &endpoint, up_req, finish).await
         }
     };
+    if let Some(t) = ticket {
+        t.record(match &sent {
+            Ok((resp, _)) => resp.status().is_server_error(),
+            Err(e) => Outcome::of_error(e).is_some(),
+        });
+    }
+    let (mut resp, pooled) = sent.map_err(fail)?;
     let status = resp.status();
-    cluster.stats.response(status.as_u16());
     finish.status = status.as_u16();
 
     if status == StatusCode::SWITCHING_PROTOCOLS {

@@ -130,6 +130,30 @@ struct ClusterClassLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterReasonLabels {
+    cluster: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterResourceLabels {
+    cluster: String,
+    resource: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterStateLabels {
+    cluster: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterResultLabels {
+    cluster: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -171,6 +195,19 @@ pub struct Metrics {
     us_timeouts: Family<ClusterLabels, Counter>,
     us_active_connections: Family<ClusterLabels, Gauge>,
     us_connections: Family<ClusterLabels, Counter>,
+    us_per_try_timeouts: Family<ClusterLabels, Counter>,
+    retries: Family<ClusterReasonLabels, Counter>,
+    retry_budget_exhausted: Family<ClusterLabels, Counter>,
+    retries_not_attempted: Family<ClusterReasonLabels, Counter>,
+    breaker_remaining: Family<ClusterResourceLabels, Gauge>,
+    breaker_limit: Family<ClusterResourceLabels, Gauge>,
+    overflow: Family<ClusterResourceLabels, Counter>,
+    ejections: Family<ClusterReasonLabels, Counter>,
+    returns: Family<ClusterLabels, Counter>,
+    ejected: Family<ClusterLabels, Gauge>,
+    breaker_state: Family<ClusterStateLabels, Gauge>,
+    breaker_transitions: Family<ClusterStateLabels, Counter>,
+    health_checks: Family<ClusterResultLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
 }
 
@@ -192,6 +229,19 @@ impl Metrics {
             us_timeouts: Family::default(),
             us_active_connections: Family::default(),
             us_connections: Family::default(),
+            us_per_try_timeouts: Family::default(),
+            retries: Family::default(),
+            retry_budget_exhausted: Family::default(),
+            retries_not_attempted: Family::default(),
+            breaker_remaining: Family::default(),
+            breaker_limit: Family::default(),
+            overflow: Family::default(),
+            ejections: Family::default(),
+            returns: Family::default(),
+            ejected: Family::default(),
+            breaker_state: Family::default(),
+            breaker_transitions: Family::default(),
+            health_checks: Family::default(),
             reloads: Family::default(),
         };
         r.register(
@@ -257,10 +307,79 @@ impl Metrics {
             m.us_connections.clone(),
         );
         r.register(
+            "upstream_per_try_timeouts",
+            "Upstream attempts that hit the retry policy's per_try_timeout",
+            m.us_per_try_timeouts.clone(),
+        );
+        r.register(
+            "upstream_retries",
+            "Retries sent, by cluster and the retry_on condition that caused them",
+            m.retries.clone(),
+        );
+        r.register(
+            "retry_budget_exhausted",
+            "Retries not sent because the cluster's retry budget was spent",
+            m.retry_budget_exhausted.clone(),
+        );
+        r.register(
+            "upstream_retries_skipped",
+            "Retryable failures not retried (besides an empty budget), by why: num_retries, max_retries, retry_after_too_long, deadline, method, body_too_large",
+            m.retries_not_attempted.clone(),
+        );
+        r.register(
+            "circuit_breaker_remaining",
+            "Units left under each circuit_breakers threshold of a cluster",
+            m.breaker_remaining.clone(),
+        );
+        r.register(
+            "circuit_breaker_limit",
+            "Each circuit_breakers threshold of a cluster",
+            m.breaker_limit.clone(),
+        );
+        r.register(
+            "upstream_overflow",
+            "Requests refused with 503 overflow, by cluster and the threshold that was full",
+            m.overflow.clone(),
+        );
+        r.register(
+            "outlier_ejections",
+            "Endpoints ejected by outlier detection, by cluster and reason",
+            m.ejections.clone(),
+        );
+        r.register(
+            "outlier_returns",
+            "Ejected endpoints returned to load balancing",
+            m.returns.clone(),
+        );
+        r.register(
+            "outlier_ejected_endpoints",
+            "Endpoints ejected now",
+            m.ejected.clone(),
+        );
+        r.register(
+            "error_rate_breaker_state",
+            "1 for the error-rate breaker's current state (closed, open, half_open), 0 for the others",
+            m.breaker_state.clone(),
+        );
+        r.register(
+            "error_rate_breaker_transitions",
+            "Error-rate breaker state changes, by the state entered",
+            m.breaker_transitions.clone(),
+        );
+        r.register(
+            "health_checks",
+            "Active health checks by cluster and result (success, failure)",
+            m.health_checks.clone(),
+        );
+        r.register(
             "config_reloads",
             "Config reloads by result",
             m.reloads.clone(),
         );
+        // Both outcomes exist from the start, so a rate over them works before any reload.
+        for result in ["success", "failure"] {
+            member(&m.reloads, &ResultLabels { result });
+        }
         let info: Family<VersionLabels, Gauge> = Family::default();
         info.get_or_create(&VersionLabels {
             version: env!("CARGO_PKG_VERSION"),
@@ -339,7 +458,86 @@ impl Metrics {
             timeouts: member(&self.us_timeouts, &c),
             active_connections: member(&self.us_active_connections, &c),
             connections: member(&self.us_connections, &c),
+            per_try_timeouts: member(&self.us_per_try_timeouts, &c),
+            retries: crate::config::RetryOn::ALL.map(|r| {
+                member(
+                    &self.retries,
+                    &ClusterReasonLabels {
+                        cluster: cluster.into(),
+                        reason: r.as_str(),
+                    },
+                )
+            }),
+            retry_budget_exhausted: member(&self.retry_budget_exhausted, &c),
+            retries_skipped: self.retries_not_attempted.clone(),
+            name: cluster.into(),
         }
+    }
+
+    /// Outlier detection's handles: ejections by `reasons`, returns, endpoints out now.
+    pub fn outlier(
+        &self,
+        cluster: &str,
+        reasons: [&'static str; 4],
+    ) -> ([Counter; 4], Counter, Gauge) {
+        let c = ClusterLabels {
+            cluster: cluster.into(),
+        };
+        (
+            reasons.map(|reason| {
+                member(
+                    &self.ejections,
+                    &ClusterReasonLabels {
+                        cluster: cluster.into(),
+                        reason,
+                    },
+                )
+            }),
+            member(&self.returns, &c),
+            member(&self.ejected, &c),
+        )
+    }
+
+    /// The error-rate breaker's state gauges and transition counters, by `states`.
+    pub fn error_rate_breaker(
+        &self,
+        cluster: &str,
+        states: [&'static str; 3],
+    ) -> ([Gauge; 3], [Counter; 3]) {
+        let l = |state| ClusterStateLabels {
+            cluster: cluster.into(),
+            state,
+        };
+        (
+            states.map(|s| member(&self.breaker_state, &l(s))),
+            states.map(|s| member(&self.breaker_transitions, &l(s))),
+        )
+    }
+
+    /// Active health check counters: `[success, failure]`.
+    pub fn health_checks(&self, cluster: &str) -> [Counter; 2] {
+        ["success", "failure"].map(|result| {
+            member(
+                &self.health_checks,
+                &ClusterResultLabels {
+                    cluster: cluster.into(),
+                    result,
+                },
+            )
+        })
+    }
+
+    /// The gauges and the overflow counter of one `circuit_breakers` threshold.
+    pub fn breaker(&self, cluster: &str, resource: &'static str) -> (Gauge, Gauge, Counter) {
+        let l = ClusterResourceLabels {
+            cluster: cluster.into(),
+            resource,
+        };
+        (
+            member(&self.breaker_remaining, &l),
+            member(&self.breaker_limit, &l),
+            member(&self.overflow, &l),
+        )
     }
 
     pub fn reload(&self, ok: bool) {
@@ -393,16 +591,38 @@ impl ListenerStats {
 /// Handles of one cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterStats {
+    name: String,
     classes: [Counter; 5],
     pub connect_failures: Counter,
     pub timeouts: Counter,
     pub active_connections: Gauge,
     pub connections: Counter,
+    pub per_try_timeouts: Counter,
+    /// By `RetryOn::index`.
+    retries: [Counter; 7],
+    pub retry_budget_exhausted: Counter,
+    retries_skipped: Family<ClusterReasonLabels, Counter>,
 }
 
 impl ClusterStats {
     pub fn response(&self, status: u16) {
         self.classes[class_index(status)].inc();
+    }
+
+    pub fn retry(&self, reason: crate::config::RetryOn) {
+        self.retries[reason.index()].inc();
+    }
+
+    /// A retryable failure that was not retried. The rare path: a label lookup is fine.
+    pub fn retry_skipped(&self, why: &'static str) {
+        member(
+            &self.retries_skipped,
+            &ClusterReasonLabels {
+                cluster: self.name.clone(),
+                reason: why,
+            },
+        )
+        .inc();
     }
 }
 

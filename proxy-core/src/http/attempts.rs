@@ -1,0 +1,211 @@
+//! Sending a request upstream: once (a route without a retry policy, the common and cheap
+//! case), or as a series of attempts under the route's retry policy.
+//!
+//! One attempt of the series, in order: take a body (a replay of the buffered one) → send
+//! to the endpoint under the per-try deadline → classify the outcome → if retryable, ask in
+//! turn the policy (attempts left, replayable body, `Retry-After` within its cap, time left
+//! before the route deadline), the cluster's `max_retries` threshold and its retry budget →
+//! back off → pick another endpoint than the one that failed.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use tokio::time::Instant;
+
+use super::body::{Buffered, RequestBody};
+use super::client;
+use super::proxy::Finish;
+use crate::cluster::outlier::Outcome;
+use crate::cluster::{Cluster, Endpoint};
+use crate::error::ProxyError;
+use crate::resilience::retry::{ATTEMPT_COUNT_HEADER, Pause, RetryPolicy};
+
+/// An upstream response, and for HTTP/1 the connection to pool when its body ends.
+pub(super) type Sent = (Response<Incoming>, Option<http1::SendRequest<RequestBody>>);
+
+/// The single attempt of a route without a retry policy: the route timeout bounds it.
+pub(super) async fn once(
+    timeout: Duration,
+    cluster: &Cluster,
+    endpoint: &Arc<Endpoint>,
+    req: Request<RequestBody>,
+    finish: &mut Finish,
+) -> Result<Sent, ProxyError> {
+    finish.sending_to(endpoint);
+    let outcome = match tokio::time::timeout(timeout, client::send(cluster, endpoint, req)).await {
+        Ok(Ok(sent)) => {
+            cluster.stats.response(sent.0.status().as_u16());
+            Ok(sent)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            cluster.stats.timeouts.inc();
+            Err(ProxyError::Timeout(timeout))
+        }
+    };
+    cluster.record_outcome(endpoint, outcome_of(&outcome));
+    outcome
+}
+
+fn outcome_of(sent: &Result<Sent, ProxyError>) -> Option<Outcome> {
+    match sent {
+        Ok((resp, _)) => Some(Outcome::Response(resp.status().as_u16())),
+        Err(e) => Outcome::of_error(e),
+    }
+}
+
+/// What a retrying route needs besides the request.
+pub(super) struct Retrying<'a> {
+    pub policy: &'a RetryPolicy,
+    /// The route timeout: the bound of all attempts and pauses together.
+    pub timeout: Duration,
+    pub cluster: &'a Cluster,
+    /// The request's hash-policy key, so retries pick as the first attempt did.
+    pub hash: Option<u64>,
+}
+
+/// Send under the route's retry policy; the last outcome is returned as it is when no
+/// further retry is allowed.
+pub(super) async fn with_retries(
+    r: Retrying<'_>,
+    mut endpoint: Arc<Endpoint>,
+    parts: Parts,
+    body: Incoming,
+    received: Option<Arc<AtomicU64>>,
+    finish: &mut Finish,
+) -> Result<Sent, ProxyError> {
+    let Retrying {
+        policy,
+        timeout,
+        cluster,
+        hash,
+    } = r;
+    let deadline = Instant::now() + timeout;
+    cluster.budget.deposit();
+
+    // The body: buffered for replay when it may be sent again, else streamed once.
+    let (replay, mut once, not_replayable) = if policy.allows_method(&parts.method) {
+        let buffering = RequestBody::buffer(body, policy.buffer_limit, received);
+        match tokio::time::timeout_at(deadline, buffering).await {
+            Ok(Ok(b @ Buffered::Whole { .. })) => (Some(b), None, None),
+            Ok(Ok(Buffered::TooLarge(b))) => (None, Some(b), Some("body_too_large")),
+            Ok(Err(_)) => return Err(ProxyError::BadRequest("the request body ended early")),
+            Err(_) => return Err(ProxyError::Timeout(timeout)),
+        }
+    } else {
+        (None, Some(RequestBody::new(body, received)), Some("method"))
+    };
+
+    let mut attempt: u32 = 1;
+    // Held while a retry is in flight, for the cluster's max_retries threshold.
+    let mut retry_permit = None;
+    loop {
+        let body = match &replay {
+            Some(b) => b.replay(),
+            None => once.take(),
+        }
+        .ok_or(ProxyError::BadRequest("the request body was already sent"))?;
+        let mut req = Request::new(body);
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = parts.uri.clone();
+        *req.version_mut() = parts.version;
+        *req.headers_mut() = parts.headers.clone();
+        req.headers_mut()
+            .insert(ATTEMPT_COUNT_HEADER.clone(), HeaderValue::from(attempt));
+
+        finish.sending_to(&endpoint);
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            cluster.stats.timeouts.inc();
+            return Err(ProxyError::Timeout(timeout));
+        };
+        let (limit, per_try) = match policy.per_try_timeout {
+            Some(t) if t < left => (t, true),
+            _ => (left, false),
+        };
+        let outcome = match tokio::time::timeout(limit, client::send(cluster, &endpoint, req)).await
+        {
+            Ok(outcome) => outcome,
+            Err(_) if per_try => {
+                cluster.stats.per_try_timeouts.inc();
+                Err(ProxyError::PerTryTimeout(limit))
+            }
+            Err(_) => {
+                cluster.stats.timeouts.inc();
+                cluster.record_outcome(&endpoint, Some(Outcome::LocalFailure));
+                return Err(ProxyError::Timeout(timeout));
+            }
+        };
+        drop(retry_permit.take());
+        cluster.record_outcome(&endpoint, outcome_of(&outcome));
+
+        let reason = match &outcome {
+            Ok((resp, _)) => {
+                cluster.stats.response(resp.status().as_u16());
+                policy.retry_response(resp.status(), resp.headers())
+            }
+            Err(e) => e.upstream_failure().and_then(|f| policy.retry_failure(f)),
+        };
+        let Some(reason) = reason else {
+            return outcome;
+        };
+
+        // Retryable: does everything allow one more attempt?
+        let skip = |why: &'static str| {
+            cluster.stats.retry_skipped(why);
+            tracing::debug!(cluster = %cluster.name, attempt, reason = reason.as_str(), why, "not retrying");
+        };
+        if let Some(why) = not_replayable {
+            skip(why);
+            return outcome;
+        }
+        if attempt > policy.num_retries {
+            skip("num_retries");
+            return outcome;
+        }
+        let response = outcome
+            .as_ref()
+            .ok()
+            .map(|(r, _)| (r.status(), r.headers()));
+        let wait = match policy.pause(attempt, response) {
+            Pause::Wait(d) => d,
+            Pause::TooLong(_) => {
+                skip("retry_after_too_long");
+                return outcome;
+            }
+        };
+        if Instant::now() + wait >= deadline {
+            skip("deadline");
+            return outcome;
+        }
+        if let Some(limits) = &cluster.limits {
+            match limits.retries.acquire(&cluster.name) {
+                Ok(p) => retry_permit = Some(p),
+                Err(_) => {
+                    skip("max_retries");
+                    return outcome;
+                }
+            }
+        }
+        if !cluster.budget.try_withdraw() {
+            cluster.stats.retry_budget_exhausted.inc();
+            tracing::debug!(cluster = %cluster.name, attempt, reason = reason.as_str(), "retry budget spent");
+            return outcome;
+        }
+        cluster.stats.retry(reason);
+        tracing::debug!(cluster = %cluster.name, endpoint = %endpoint.addr, attempt, reason = reason.as_str(), ?wait, "retrying");
+        // A retried response's connection is closed with it: its body was not read.
+        drop(outcome);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        endpoint = cluster
+            .pick_other(hash, &endpoint)
+            .ok_or_else(|| ProxyError::NoHealthyUpstream(cluster.name.to_string()))?;
+        attempt += 1;
+    }
+}
