@@ -213,3 +213,51 @@ async fn slowloris_connections_are_closed_and_others_are_served() {
     }
     assert_healthy(&mut proxy).await;
 }
+
+/// The header timeout is for a request head that is coming in; a keep-alive connection
+/// resting between requests is held to `idle_timeout` instead, and a client that connects
+/// and never speaks to the header timeout.
+#[tokio::test]
+async fn keep_alive_rests_until_the_idle_timeout_and_silent_clients_until_the_header_timeout() {
+    const IDLE: Duration = Duration::from_millis(2000);
+    let backend = upstream::http1().run().await;
+    let mut config = single_route(&backend);
+    config["listeners"][0]["request_header_timeout"] =
+        json!(format!("{}ms", HEADER_TIMEOUT.as_millis()));
+    config["listeners"][0]["idle_timeout"] = json!(format!("{}ms", IDLE.as_millis()));
+    let proxy = Sidecar::start(config).await;
+
+    let mut conn = RawConn::connect(proxy.listener("in")).await;
+    conn.write(b"GET /ok HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .expect("send a request");
+    let started = Instant::now();
+    let open = conn.read_to_close(HEADER_TIMEOUT * 3).await;
+    assert!(
+        open.is_err(),
+        "a resting keep-alive connection was closed after {:?}, within 3x the header timeout",
+        started.elapsed()
+    );
+    let closed = conn.read_to_close(IDLE * 2).await;
+    let rested = started.elapsed();
+    assert!(
+        closed.is_ok(),
+        "still open {rested:?} after its request; idle_timeout is {IDLE:?}"
+    );
+    assert!(
+        rested >= IDLE - Duration::from_millis(100),
+        "closed after {rested:?}, before idle_timeout {IDLE:?}"
+    );
+
+    let started = Instant::now();
+    let mut silent = RawConn::connect(proxy.listener("in")).await;
+    silent
+        .read_to_close(HEADER_TIMEOUT + Duration::from_secs(2))
+        .await
+        .expect("a silent connection is closed by the header timeout");
+    assert!(
+        started.elapsed() < IDLE,
+        "a silent client lived {:?}",
+        started.elapsed()
+    );
+}

@@ -48,13 +48,21 @@ pub struct Downstream {
     pub remote: SocketAddr,
     /// The client address as an `x-forwarded-for` entry.
     pub client_ip: Option<HeaderValue>,
-    /// For the idle timeout: requests in flight, and when the last one ended.
+    /// For the idle and header timeouts: requests in flight, when the last one ended, and
+    /// since when the connection has been waiting for a request head (`NOT_WAITING` when
+    /// not), all in milliseconds since `epoch`.
     pub in_flight: AtomicU64,
     pub epoch: Instant,
     pub last_active_ms: AtomicU64,
+    pub head_since_ms: AtomicU64,
 }
 
+/// `head_since_ms` when no request head is being waited for.
+pub const NOT_WAITING: u64 = u64::MAX;
+
 impl Downstream {
+    /// A new connection waits for its first request head from the start: a client that
+    /// connects and says nothing is held to the header timeout.
     pub fn new(remote: SocketAddr) -> Downstream {
         Downstream {
             remote,
@@ -62,7 +70,30 @@ impl Downstream {
             in_flight: AtomicU64::new(0),
             epoch: Instant::now(),
             last_active_ms: AtomicU64::new(0),
+            head_since_ms: AtomicU64::new(0),
         }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Bytes arrived: with no request in flight they begin the next request head.
+    pub fn bytes_read(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0
+            && self.head_since_ms.load(Ordering::Relaxed) == NOT_WAITING
+        {
+            self.head_since_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// How long a request head has been coming in without completing (zero when none is).
+    pub fn head_pending_for(&self) -> std::time::Duration {
+        let since = self.head_since_ms.load(Ordering::Relaxed);
+        if since == NOT_WAITING || self.in_flight.load(Ordering::Acquire) > 0 {
+            return std::time::Duration::ZERO;
+        }
+        std::time::Duration::from_millis(self.now_ms().saturating_sub(since))
     }
 
     /// How long the connection has had no request in flight (zero while one is).
@@ -202,6 +233,7 @@ pub async fn handle(
     let start = Instant::now();
     l.stats.active_requests.inc();
     down.in_flight.fetch_add(1, Ordering::AcqRel);
+    down.head_since_ms.store(NOT_WAITING, Ordering::Relaxed);
     let snap = l.snapshot.load_full();
     let version = req.version();
     let mut finish = Finish {

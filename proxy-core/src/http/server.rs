@@ -7,13 +7,16 @@
 //! one `peek` per connection instead of a rewinding wrapper around every read.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use tokio::sync::{oneshot, watch};
@@ -62,18 +65,24 @@ pub async fn serve(
         },
     };
     let down = Arc::new(Downstream::new(remote));
-    // A drain or the idle timeout asks the connection to finish gracefully. They are watched
-    // by a task of their own: the connection task wakes several times per request, and
-    // polling a oneshot there is much cheaper than polling a timer and a watch channel.
-    let (finish_tx, drained) = oneshot::channel::<()>();
-    let idle = idle_watch(down.clone(), cfg.idle_timeout.get());
+    // The connection's timeouts and a drain are watched by a task of their own: the
+    // connection task wakes several times per request, and polling a oneshot there is much
+    // cheaper than polling timers and a watch channel (or resetting a header timer for
+    // every request, as hyper's own header timeout does).
+    let (finish_tx, finish) = oneshot::channel::<Finish>();
+    let header_timeout = (!h2).then(|| cfg.request_header_timeout.get());
+    let timeouts = supervise(down.clone(), cfg.idle_timeout.get(), header_timeout);
     let watcher = tokio::spawn(async move {
-        tokio::select! {
-            _ = drain.wait_for(|d| *d) => {}
-            _ = idle => {}
-        }
-        let _ = finish_tx.send(());
+        let how = tokio::select! {
+            _ = drain.wait_for(|d| *d) => Finish::Graceful,
+            how = timeouts => how,
+        };
+        let _ = finish_tx.send(how);
     });
+    let stream = Metered {
+        inner: stream,
+        down: (!h2).then(|| down.clone()),
+    };
     let svc = service_fn(move |req| proxy::handle(ctx.clone(), down.clone(), req));
     let io = TokioIo::new(stream);
     if h2 {
@@ -83,40 +92,109 @@ pub async fn serve(
             .max_concurrent_streams(cfg.max_concurrent_streams)
             .max_header_list_size(header_limit.saturating_mul(2))
             .serve_connection(io, svc);
-        drive(conn, |c| c.graceful_shutdown(), drained, remote).await;
+        drive(conn, |c| c.graceful_shutdown(), finish, remote).await;
     } else {
         // hyper's own parser limits sit above ours, so that requests between our limit and
         // its get our explained 431 rather than its bare one.
         let max_buf = (cfg.max_request_headers_size.as_usize() + 16 * 1024).max(8192 + 1024);
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(cfg.request_header_timeout.get())
+            .header_read_timeout(None)
             .max_headers(cfg.max_request_headers + 32)
             .max_buf_size(max_buf)
             .keep_alive(true)
             .serve_connection(io, svc)
             .with_upgrades();
-        drive(conn, |c| c.graceful_shutdown(), drained, remote).await;
+        drive(conn, |c| c.graceful_shutdown(), finish, remote).await;
     }
     watcher.abort();
 }
 
-/// Resolves once the connection has had no request in flight for `idle`.
-async fn idle_watch(down: Arc<Downstream>, idle: Duration) {
+/// How a connection is to end early.
+enum Finish {
+    /// Finish the request in flight, then close (drain, idle keep-alive connection).
+    Graceful,
+    /// Close now: a request head has been dribbling in past the header timeout (slowloris).
+    Now,
+}
+
+/// Resolves when the connection should end: no request in flight for `idle`, or (HTTP/1)
+/// a request head incomplete for longer than `header_timeout`, counted from its first
+/// byte (or from the accept, for a client that connects and says nothing).
+async fn supervise(
+    down: Arc<Downstream>,
+    idle: Duration,
+    header_timeout: Option<Duration>,
+) -> Finish {
+    // Checked at a quarter of the header timeout: a slow head is cut within 1.25 times it.
+    let tick = header_timeout.map_or(idle, |h| (h / 4).max(Duration::from_millis(10)));
     loop {
+        if header_timeout.is_some_and(|h| down.head_pending_for() >= h) {
+            return Finish::Now;
+        }
         let quiet = down.idle_for();
         if quiet >= idle {
-            return;
+            return Finish::Graceful;
         }
-        tokio::time::sleep(idle - quiet.min(idle)).await;
+        tokio::time::sleep(tick.min(idle - quiet)).await;
     }
 }
 
-/// Run a connection to its end; when `drained` fires, ask it to finish gracefully first.
+/// The downstream socket, telling the connection's supervisor when request bytes arrive.
+struct Metered {
+    inner: TcpStream,
+    down: Option<Arc<Downstream>>,
+}
+
+impl AsyncRead for Metered {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before
+            && let Some(d) = &self.down
+        {
+            d.bytes_read();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Metered {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Run a connection to its end; when `finish` fires, end it as asked: gracefully (finish
+/// the request in flight first) or at once.
 async fn drive<C>(
     conn: C,
     graceful_shutdown: impl FnOnce(Pin<&mut C>),
-    drained: oneshot::Receiver<()>,
+    finish: oneshot::Receiver<Finish>,
     remote: SocketAddr,
 ) where
     C: Future<Output = Result<(), hyper::Error>>,
@@ -125,10 +203,16 @@ async fn drive<C>(
     let res = tokio::select! {
         biased;
         res = conn.as_mut() => res,
-        _ = drained => {
-            graceful_shutdown(conn.as_mut());
-            conn.await
-        }
+        how = finish => match how {
+            Ok(Finish::Now) => {
+                tracing::debug!(%remote, "request head incomplete past the header timeout; closing");
+                return;
+            }
+            _ => {
+                graceful_shutdown(conn.as_mut());
+                conn.await
+            }
+        },
     };
     if let Err(e) = res {
         tracing::debug!(%remote, error = %e, "downstream connection ended with an error");
