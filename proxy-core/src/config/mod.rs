@@ -135,16 +135,20 @@ impl Problems {
     }
 }
 
-/// Take out the mapping key a deserialization error points at. Only keys are removed: taking
-/// a list element out would shift the indexes later problems are reported with.
+/// Take out the mapping key a deserialization error points at: the field itself, or the
+/// list holding a bad element (taking one element out would shift the indexes later
+/// problems are reported with).
 fn remove_at(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
     use serde_path_to_error::Segment;
     let segs: Vec<&Segment> = path.iter().collect();
-    let Some((Segment::Map { key }, parents)) = segs.split_last() else {
+    let Some(last_key) = segs.iter().rposition(|s| matches!(s, Segment::Map { .. })) else {
+        return false;
+    };
+    let Segment::Map { key } = segs[last_key] else {
         return false;
     };
     let mut v = value;
-    for seg in parents {
+    for seg in &segs[..last_key] {
         v = match (seg, v) {
             (Segment::Map { key }, Value::Mapping(m)) => match m.get_mut(key.as_str()) {
                 Some(next) => next,
@@ -176,8 +180,22 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// serde's messages quote with backticks, which read oddly in a terminal next to YAML.
+/// Rust type names mean nothing to an operator either.
 fn clean_serde_message(m: &str) -> String {
-    m.replace('`', "\"")
+    let mut m = m.replace('`', "\"");
+    for (rust, plain) in [
+        ("expected u8", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        m = m.replace(rust, plain);
+    }
+    m
 }
 
 /// Parse a YAML document into its top-level mapping, or say why it is not one.

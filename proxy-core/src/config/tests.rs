@@ -442,3 +442,32 @@ clusters:
     }
     assert_eq!(errs.len(), want.len(), "{errs:#?}");
 }
+
+#[test]
+fn a_bad_list_element_does_not_hide_its_siblings() {
+    let errs = errors(
+        r#"
+listeners:
+  - name: in
+    address: 127.0.0.1:1
+    routes:
+      - name: r
+        cluster: c
+        retry_policy: { retry_on: [connect-fail], num_retries: 11 }
+clusters:
+  - { name: c, endpoints: ["127.0.0.1:2"], max_idle_connections: two }
+"#,
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e
+                .starts_with("listeners[0].routes[0].retry_policy.retry_on[0]: unknown variant")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("listeners[0].routes[0].retry_policy.num_retries:")),
+        "{errs:#?}"
+    );
+    assert!(errs.contains(&"clusters[0].max_idle_connections: invalid type: string \"two\", expected a whole number".to_owned()), "{errs:#?}");
+}

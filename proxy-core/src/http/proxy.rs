@@ -180,7 +180,8 @@ impl Finish {
                 reason: f.reason,
                 bytes_received: f.received.load(Ordering::Relaxed),
                 bytes_sent,
-                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                // Microsecond precision: more digits are float noise.
+                duration_ms: elapsed.as_micros() as f64 / 1000.0,
                 upstream_host: f.upstream,
                 upstream_cluster: f.cluster.as_deref(),
                 route: f.route.as_deref(),

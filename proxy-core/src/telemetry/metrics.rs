@@ -173,6 +173,16 @@ where
     family.get_or_create(labels).clone()
 }
 
+/// Why a retryable outcome was not retried (the `reason` of `upstream_retries_skipped`).
+pub const RETRY_SKIP_REASONS: [&str; 6] = [
+    "num_retries",
+    "max_retries",
+    "retry_after_too_long",
+    "deadline",
+    "method",
+    "body_too_large",
+];
+
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 fn class_index(status: u16) -> usize {
@@ -444,6 +454,16 @@ impl Metrics {
         let c = ClusterLabels {
             cluster: cluster.into(),
         };
+        // Every reason exists from the start, so a rate over them works before the first.
+        for reason in RETRY_SKIP_REASONS {
+            member(
+                &self.retries_not_attempted,
+                &ClusterReasonLabels {
+                    cluster: cluster.into(),
+                    reason,
+                },
+            );
+        }
         ClusterStats {
             classes: CLASSES.map(|class| {
                 member(
