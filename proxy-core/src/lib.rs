@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod listener;
+pub mod observed;
 pub mod resilience;
 pub mod route;
 pub mod runtime;

@@ -2,62 +2,17 @@
 //! side's EOF becomes a shutdown of the other's write side), and the connection closed when
 //! no byte has moved in either direction for the idle timeout.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::cluster::Cluster;
+use crate::observed::ObservedStream;
 use crate::telemetry::metrics::ListenerStats;
-
-/// A stream that notes when it last read bytes, and counts them.
-struct Metered {
-    inner: TcpStream,
-    epoch: Instant,
-    last: Arc<AtomicU64>,
-    bytes: Counter,
-}
-
-impl AsyncRead for Metered {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.bytes.inc_by(n as u64);
-            let ms = self.epoch.elapsed().as_millis() as u64;
-            self.last.store(ms, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Metered {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
 
 pub async fn proxy(down: TcpStream, cluster: Arc<Cluster>, idle: Duration, stats: &ListenerStats) {
     let _ = down.set_nodelay(true);
@@ -93,18 +48,15 @@ pub async fn proxy(down: TcpStream, cluster: Arc<Cluster>, idle: Duration, stats
     cluster.stats.active_connections.inc();
     let epoch = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
-    let mut a = Metered {
-        inner: down,
-        epoch,
-        last: last.clone(),
-        bytes: stats.bytes_upstream.clone(),
+    let on_read = |bytes: Counter| {
+        let last = last.clone();
+        move |n: usize| {
+            bytes.inc_by(n as u64);
+            last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
     };
-    let mut b = Metered {
-        inner: up,
-        epoch,
-        last: last.clone(),
-        bytes: stats.bytes_downstream.clone(),
-    };
+    let mut a = ObservedStream::new(down, on_read(stats.bytes_upstream.clone()));
+    let mut b = ObservedStream::new(up, on_read(stats.bytes_downstream.clone()));
     let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
     tokio::pin!(copy);
     loop {

@@ -7,22 +7,20 @@
 //! one `peek` per connection instead of a rewinding wrapper around every read.
 
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use tokio::sync::{oneshot, watch};
 
 use super::proxy::{self, Downstream, ListenerCtx};
 use crate::config::{Listener, ListenerProtocol};
+use crate::observed::ObservedStream;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -79,10 +77,13 @@ pub async fn serve(
         };
         let _ = finish_tx.send(how);
     });
-    let stream = Metered {
-        inner: stream,
-        down: (!h2).then(|| down.clone()),
-    };
+    // The socket tells the supervisor when request bytes arrive (HTTP/1 heads only).
+    let heads = (!h2).then(|| down.clone());
+    let stream = ObservedStream::new(stream, move |_| {
+        if let Some(d) = &heads {
+            d.bytes_read();
+        }
+    });
     let svc = service_fn(move |req| proxy::handle(ctx.clone(), down.clone(), req));
     let io = TokioIo::new(stream);
     if h2 {
@@ -137,55 +138,6 @@ async fn supervise(
             return Finish::Graceful;
         }
         tokio::time::sleep(tick.min(idle - quiet)).await;
-    }
-}
-
-/// The downstream socket, telling the connection's supervisor when request bytes arrive.
-struct Metered {
-    inner: TcpStream,
-    down: Option<Arc<Downstream>>,
-}
-
-impl AsyncRead for Metered {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before
-            && let Some(d) = &self.down
-        {
-            d.bytes_read();
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Metered {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
