@@ -126,6 +126,15 @@ async fn with_no_healthy_endpoint_the_panic_threshold_decides() {
         "panic mode tries the endpoint anyway: {reply:?}"
     );
     assert_eq!(reply.sidecar_error(), Some("upstream_connect_failed"));
+    let clusters = proxy.admin().json("/clusters").await;
+    let panic_mode = |name: &str| {
+        clusters["clusters"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+            .map(|c| c["panic_mode"].clone())
+    };
+    assert_eq!(panic_mode("panicky"), Some(json!(true)), "{clusters}");
+    assert_eq!(panic_mode("strict"), Some(json!(false)), "{clusters}");
 }
 
 #[tokio::test]

@@ -224,8 +224,7 @@ impl Cluster {
     ) -> Option<Arc<Endpoint>> {
         let eps = &set.endpoints;
         let n = eps.len();
-        let available = eps.iter().filter(|e| e.is_available()).count();
-        if available * 100 < self.config.healthy_panic_threshold as usize * n {
+        if self.panicking(set) {
             return Some(eps[i].clone());
         }
         // Ask the balancer again first, so that the load of an unavailable endpoint spreads
@@ -241,6 +240,14 @@ impl Cluster {
             .map(|k| (i + k) % n)
             .find(|j| eps[*j].is_available())
             .map(|j| eps[j].clone())
+    }
+
+    /// Panic mode: so few endpoints are available (below `healthy_panic_threshold` percent)
+    /// that health is ignored and every endpoint takes traffic.
+    fn panicking(&self, set: &EndpointSet) -> bool {
+        let n = set.endpoints.len();
+        let available = set.endpoints.iter().filter(|e| e.is_available()).count();
+        self.tracks_health && available * 100 < self.config.healthy_panic_threshold as usize * n
     }
 
     fn choose(&self, set: &EndpointSet, hash: Option<u64>) -> Option<usize> {
@@ -369,6 +376,7 @@ impl Cluster {
             lb_policy: self.config.lb_policy,
             protocol: self.config.protocol,
             retry_budget_remaining: self.budget.remaining(),
+            panic_mode: self.panicking(&self.set.load()),
             error_rate_breaker: self.breaker.as_ref().map(ErrorRateBreaker::view),
             circuit_breakers: self.limits.as_ref().map(|l| {
                 [
@@ -430,6 +438,9 @@ pub struct ClusterView {
     pub protocol: config::UpstreamProtocol,
     /// Retries the retry budget would allow right now.
     pub retry_budget_remaining: u64,
+    /// Too few endpoints are available (`healthy_panic_threshold`): health is ignored and
+    /// every endpoint takes traffic.
+    pub panic_mode: bool,
     /// The error-rate breaker's state and window, when configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_rate_breaker: Option<BreakerView>,
@@ -574,12 +585,14 @@ mod tests {
         c.record_outcome(&eps[1], Some(Outcome::LocalFailure));
         c.record_outcome(&eps[2], Some(Outcome::LocalFailure));
         assert!(c.pick(None).is_none(), "threshold 0: fail fast");
+        assert!(!c.admin_view().panic_mode, "threshold 0 never panics");
 
         let c = Cluster::build(&yaml(50), &Metrics::new("t")).await;
         for ep in c.endpoints() {
             c.record_outcome(&ep, Some(Outcome::LocalFailure));
         }
         assert!(c.pick(None).is_some(), "panic mode: try them all anyway");
+        assert!(c.admin_view().panic_mode, "/clusters shows panic mode");
     }
 
     #[tokio::test]
