@@ -9,31 +9,8 @@ fn errors(yaml: &str) -> Vec<String> {
         .collect()
 }
 
-const GOOD: &str = r#"
-admin: { address: "127.0.0.1:15000" }
-listeners:
-  - name: in
-    address: 127.0.0.1:15006
-    routes:
-      - name: api
-        match: { prefix: /api/, headers: [{ name: x-canary, exact: "1" }] }
-        weighted_clusters: [{ name: a, weight: 90 }, { name: b, weight: 10 }]
-        timeout: 250ms
-      - name: rest
-        cluster: a
-  - name: db
-    address: 127.0.0.1:15007
-    protocol: tcp
-    cluster: b
-clusters:
-  - name: a
-    endpoints: ["127.0.0.1:8080", { address: "[::1]:8081", weight: 3 }]
-    lb_policy: ring_hash
-    hash_policy: { header: x-user }
-  - name: b
-    discovery: dns
-    endpoints: ["localhost:9000"]
-"#;
+/// Shared with the check-config end-to-end test.
+const GOOD: &str = include_str!("testdata/full.yaml");
 
 #[test]
 fn accepts_a_full_document() {
