@@ -324,6 +324,23 @@ async fn post_drain_drains_like_sigterm() {
     assert_eq!(status.code(), Some(0), "{status}");
 }
 
+/// Starts a request to `path` and returns once the upstream holds it.
+async fn in_flight(
+    proxy: &Sidecar,
+    backend: &Upstream,
+    path: &'static str,
+) -> tokio::task::JoinHandle<Result<e2e_tests::client::Reply, e2e_tests::client::ClientError>> {
+    let addr = proxy.listener("in");
+    let request = tokio::spawn(async move { Client::http1(addr).await.get(path).try_send().await });
+    eventually(
+        &format!("{path} to reach the upstream"),
+        Duration::from_secs(5),
+        async || equal(backend.active(), 1),
+    )
+    .await;
+    request
+}
+
 #[tokio::test]
 async fn post_shutdown_skips_the_grace_period_waits_for_in_flight_and_exits_0() {
     let backend = upstream::http1()
@@ -337,19 +354,14 @@ async fn post_shutdown_skips_the_grace_period_waits_for_in_flight_and_exits_0() 
         json!({ "drain_grace": "60s", "drain_deadline": "5s" }),
     ))
     .await;
-    let addr = proxy.listener("in");
-    let in_flight =
-        tokio::spawn(async move { Client::http1(addr).await.get("/v1/slow").send().await });
-    eventually(
-        "the slow request to reach the upstream",
-        Duration::from_secs(5),
-        async || equal(backend.active(), 1),
-    )
-    .await;
+    let in_flight = in_flight(&proxy, &backend, "/v1/slow").await;
 
     let reply = proxy.admin().post("/shutdown").await;
     assert!(reply.status.is_success(), "POST /shutdown: {reply:?}");
-    let slow = in_flight.await.expect("the request task finishes");
+    let slow = in_flight
+        .await
+        .expect("the request task finishes")
+        .expect("the in-flight request gets a response");
     assert_eq!(
         slow.status, 200,
         "the in-flight request completes: {slow:?}"
@@ -370,15 +382,7 @@ async fn drain_deadline_bounds_the_wait_for_requests_that_never_finish() {
         json!({ "drain_grace": "200ms", "drain_deadline": "1s" }),
     ))
     .await;
-    let addr = proxy.listener("in");
-    let stuck =
-        tokio::spawn(async move { Client::http1(addr).await.get("/v1/hang").try_send().await });
-    eventually(
-        "the hanging request to reach the upstream",
-        Duration::from_secs(5),
-        async || equal(backend.active(), 1),
-    )
-    .await;
+    let stuck = in_flight(&proxy, &backend, "/v1/hang").await;
 
     let signalled = Instant::now();
     proxy.signal(Signal::SIGTERM);
