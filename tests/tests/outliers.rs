@@ -138,7 +138,18 @@ async fn one_replica_killed_mid_load_goes_unnoticed_and_is_readmitted() {
         Duration::from_secs(30),
         stop.clone(),
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(
+        "the load to reach every replica",
+        Duration::from_secs(10),
+        async || {
+            if a.requests() >= 50 {
+                Ok(())
+            } else {
+                Err(a.requests())
+            }
+        },
+    )
+    .await;
     let a_before = a.requests();
     assert!(a_before > 0, "a took traffic before the fault");
 
@@ -172,7 +183,20 @@ async fn one_replica_killed_mid_load_goes_unnoticed_and_is_readmitted() {
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A little traffic after the return, so the run covers the readmitted replica too.
+    let readmitted_at = a.requests();
+    eventually(
+        "the readmitted replica to serve more",
+        Duration::from_secs(10),
+        async || {
+            if a.requests() >= readmitted_at + 20 {
+                Ok(())
+            } else {
+                Err(a.requests())
+            }
+        },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
 
     let mut samples = Vec::new();
