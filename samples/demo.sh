@@ -33,17 +33,9 @@ cargo build --release --bins
 
 declare -A PID=()
 # Stop what we started: SIGTERM, up to 10 s to exit (the sidecar drains), then SIGKILL.
-stop_all() {
-  local name p alive
-  for name in "${!PID[@]}"; do kill -TERM "${PID[$name]}" 2>/dev/null || true; done
-  for _ in $(seq 1 100); do
-    alive=0
-    for p in "${PID[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for p in "${PID[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-}
+# shellcheck source=tests/stop-pids.sh
+. tests/stop-pids.sh
+stop_all() { stop_pids 100 "${PID[@]}"; }
 cleanup() {
   if [ "${#PID[@]}" -gt 0 ]; then stop_all; fi
   PID=()

@@ -78,17 +78,12 @@ tree_pids() { # PID and all its descendants
   kids=$(cat /proc/"$p"/task/*/children 2>/dev/null || true)
   for c in $kids; do tree_pids "$c"; done
 }
+# shellcheck source=tests/stop-pids.sh
+. tests/stop-pids.sh
 cleanup() { # TERM what we started (with descendants) by PID; KILL what is left after 5 s
-  local p all=() alive
+  local p all=()
   for p in $LOADGEN_PID "${PIDS[@]}"; do mapfile -t -O "${#all[@]}" all < <(tree_pids "$p"); done
-  for p in "${all[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for _ in $(seq 1 50); do
-    alive=0
-    for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for p in "${all[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  if [ "${#all[@]}" -gt 0 ]; then stop_pids 50 "${all[@]}"; fi
   wait 2>/dev/null || true
   if [ "${KEEP:-0}" = 1 ]; then echo "# kept $TMP" >&2; else rm -rf "$TMP"; fi
 }
