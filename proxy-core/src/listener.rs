@@ -46,7 +46,6 @@ pub async fn run(a: Accept) {
     let stats = a.metrics.listener(&a.name);
     let ctx = Arc::new(ListenerCtx {
         name: a.name.as_str().into(),
-        unrouted: Arc::new(stats.unrouted.clone()),
         stats,
         snapshot: a.snapshot.clone(),
     });

@@ -37,17 +37,33 @@ pub(super) async fn once(
     finish: &mut Finish,
 ) -> Result<Sent, ProxyError> {
     finish.sending_to(endpoint);
-    let outcome = match tokio::time::timeout(timeout, client::send(cluster, endpoint, req)).await {
-        Ok(Ok(sent)) => {
-            cluster.stats.response(sent.0.status().as_u16());
-            Ok(sent)
+    send_within(cluster, endpoint, req, timeout, false).await
+}
+
+/// One attempt at `endpoint`, given `limit` to answer with its response headers: counted
+/// at the cluster and recorded for outlier detection. Past the limit the answer is
+/// `PerTryTimeout` when `per_try` (a per-try timeout set the limit), else `Timeout`.
+async fn send_within(
+    cluster: &Cluster,
+    endpoint: &Arc<Endpoint>,
+    req: Request<RequestBody>,
+    limit: Duration,
+    per_try: bool,
+) -> Result<Sent, ProxyError> {
+    let outcome = match tokio::time::timeout(limit, client::send(cluster, endpoint, req)).await {
+        Ok(outcome) => outcome,
+        Err(_) if per_try => {
+            cluster.stats.per_try_timeouts.inc();
+            Err(ProxyError::PerTryTimeout(limit))
         }
-        Ok(Err(e)) => Err(e),
         Err(_) => {
             cluster.stats.timeouts.inc();
-            Err(ProxyError::Timeout(timeout))
+            Err(ProxyError::Timeout(limit))
         }
     };
+    if let Ok((resp, _)) = &outcome {
+        cluster.stats.response(resp.status().as_u16());
+    }
     cluster.record_outcome(endpoint, outcome_of(&outcome));
     outcome
 }
@@ -123,31 +139,19 @@ pub(super) async fn with_retries(
             cluster.stats.timeouts.inc();
             return Err(ProxyError::Timeout(timeout));
         };
-        let (limit, per_try) = match policy.per_try_timeout {
-            Some(t) if t < left => (t, true),
-            _ => (left, false),
-        };
-        let outcome = match tokio::time::timeout(limit, client::send(cluster, &endpoint, req)).await
-        {
-            Ok(outcome) => outcome,
-            Err(_) if per_try => {
-                cluster.stats.per_try_timeouts.inc();
-                Err(ProxyError::PerTryTimeout(limit))
-            }
-            Err(_) => {
-                cluster.stats.timeouts.inc();
-                cluster.record_outcome(&endpoint, Some(Outcome::LocalFailure));
-                return Err(ProxyError::Timeout(timeout));
-            }
+        // A per-try timeout shorter than what is left sets this attempt's limit; otherwise
+        // the attempt has the rest of the route timeout, and running out ends the request.
+        let outcome = match policy.per_try_timeout {
+            Some(t) if t < left => send_within(cluster, &endpoint, req, t, true).await,
+            _ => match send_within(cluster, &endpoint, req, left, false).await {
+                Err(ProxyError::Timeout(_)) => return Err(ProxyError::Timeout(timeout)),
+                outcome => outcome,
+            },
         };
         drop(retry_permit.take());
-        cluster.record_outcome(&endpoint, outcome_of(&outcome));
 
         let reason = match &outcome {
-            Ok((resp, _)) => {
-                cluster.stats.response(resp.status().as_u16());
-                policy.retry_response(resp.status(), resp.headers())
-            }
+            Ok((resp, _)) => policy.retry_response(resp.status(), resp.headers()),
             Err(e) => e.upstream_failure().and_then(|f| policy.retry_failure(f)),
         };
         let Some(reason) = reason else {

@@ -39,7 +39,6 @@ use crate::telemetry::metrics::{ListenerStats, RouteStats};
 pub struct ListenerCtx {
     pub name: Arc<str>,
     pub stats: ListenerStats,
-    pub unrouted: Arc<RouteStats>,
     pub snapshot: Arc<arc_swap::ArcSwap<Snapshot>>,
 }
 
@@ -240,7 +239,7 @@ pub async fn handle(
     let mut finish = Finish {
         start,
         status: 0,
-        stats: l.unrouted.clone(),
+        stats: l.stats.unrouted.clone(),
         listener: l.clone(),
         down: down.clone(),
         active: None,

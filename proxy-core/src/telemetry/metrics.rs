@@ -445,7 +445,7 @@ impl Metrics {
             active_requests: member(&self.ds_active_requests, &l),
             bytes_upstream: member(&self.tcp_bytes, &dir("upstream")),
             bytes_downstream: member(&self.tcp_bytes, &dir("downstream")),
-            unrouted: self.route(listener, "", ""),
+            unrouted: Arc::new(self.route(listener, "", "")),
             local_replies: self.local_replies.clone(),
         }
     }
@@ -590,7 +590,7 @@ pub struct ListenerStats {
     pub bytes_upstream: Counter,
     pub bytes_downstream: Counter,
     /// Requests answered before a route was chosen (no route, malformed).
-    pub unrouted: RouteStats,
+    pub unrouted: Arc<RouteStats>,
     local_replies: Family<ReasonLabels, Counter>,
 }
 
