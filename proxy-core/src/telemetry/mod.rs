@@ -1,5 +1,6 @@
 //! Telemetry: the metrics registry, the access log, and process logging.
 
 pub mod access_log;
+pub mod histogram;
 pub mod logging;
 pub mod metrics;
