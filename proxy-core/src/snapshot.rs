@@ -9,6 +9,8 @@ use crate::config::{Config, Listener};
 use crate::route::Route;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::span_export::Exporter;
+use crate::telemetry::trace::Tracer;
 
 /// What a listener needs per request: its config (limits) and its routes in match order.
 pub struct ListenerRoutes {
@@ -23,6 +25,8 @@ pub struct Snapshot {
     pub listeners: HashMap<String, Arc<ListenerRoutes>>,
     pub clusters: HashMap<String, Arc<Cluster>>,
     pub access_log: Option<Arc<AccessLog>>,
+    /// Set when `tracing` is configured.
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 impl Snapshot {
@@ -68,11 +72,35 @@ impl Snapshot {
             (Some(want), Some(old)) if old.path() == want.path => Some(old.clone()),
             (Some(want), _) => Some(Arc::new(AccessLog::open(&want.path)?)),
         };
+        let tracer = match (&cfg.tracing, prev) {
+            (None, _) => None,
+            (Some(want), Some(p)) if p.config.tracing.as_ref() == Some(want) => p.tracer.clone(),
+            (Some(want), _) => Some(Arc::new(start_tracer(want, metrics))),
+        };
         Ok(Snapshot {
             config: Arc::new(cfg),
             listeners,
             clusters,
             access_log,
+            tracer,
         })
     }
+}
+
+/// A tracer and, with a collector, its export task. The task ends when the last snapshot
+/// holding this tracer is gone (its queue closes), after sending what is left.
+fn start_tracer(cfg: &crate::config::Tracing, metrics: &Metrics) -> Tracer {
+    let stats = metrics.span_stats();
+    let queue = cfg.collector.as_ref().map(|c| {
+        let (tx, rx) = tokio::sync::mpsc::channel(c.queue_size);
+        tokio::spawn(Exporter::new(c, &cfg.service_name, stats.clone()).run(rx));
+        tx
+    });
+    Tracer::new(
+        cfg.sampling,
+        cfg.propagation(),
+        &cfg.service_name,
+        queue,
+        stats,
+    )
 }

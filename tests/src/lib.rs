@@ -27,6 +27,7 @@
 pub mod admin;
 pub mod body;
 pub mod client;
+pub mod collector;
 pub mod load;
 pub mod metrics;
 pub mod ports;

@@ -7,6 +7,7 @@
 
 mod model;
 mod resilience;
+mod trace;
 pub mod units;
 mod validate;
 
@@ -17,6 +18,7 @@ use serde_norway::Value;
 
 pub use model::*;
 pub use resilience::*;
+pub use trace::*;
 pub use units::{Dur, Size};
 pub use validate::{HostPort, parse_host_port};
 
@@ -253,6 +255,7 @@ impl Config {
                 "admin" => cfg.admin = p.section("admin", v).unwrap_or_default(),
                 "runtime" => cfg.runtime = p.section("runtime", v).unwrap_or_default(),
                 "access_log" => cfg.access_log = p.section("access_log", v),
+                "tracing" => cfg.tracing = p.section("tracing", v),
                 "listeners" => {
                     (index.listeners, cfg.listeners) = p.list("listeners", v).into_iter().unzip()
                 }
@@ -261,11 +264,14 @@ impl Config {
                 }
                 other => p.at(
                     other,
-                    "unknown field, expected one of \"admin\", \"runtime\", \"access_log\", \"listeners\", \"clusters\"",
+                    "unknown field, expected one of \"admin\", \"runtime\", \"access_log\", \"tracing\", \"listeners\", \"clusters\"",
                 ),
             }
         }
         validate::config(&cfg, &index, &cluster_names, &mut p);
+        if let Some(t) = &cfg.tracing {
+            trace::validate(t, &mut p);
+        }
         p.into_result(cfg)
     }
 

@@ -19,6 +19,9 @@ pub struct Config {
     pub runtime: Runtime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<AccessLog>,
+    /// Distributed tracing; off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<super::Tracing>,
     #[serde(default)]
     pub listeners: Vec<Listener>,
     #[serde(default)]
@@ -116,6 +119,9 @@ pub struct Listener {
     /// Most concurrent HTTP/2 streams per downstream connection.
     #[serde(default = "default_max_streams")]
     pub max_concurrent_streams: u32,
+    /// Inbound (to the local app) or outbound (from it): the kind of span traced requests get.
+    #[serde(default)]
+    pub traffic_direction: super::TraceDirection,
 }
 
 fn default_idle_timeout() -> Dur {

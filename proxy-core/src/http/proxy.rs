@@ -34,6 +34,7 @@ use crate::route::{Route, rewrite_headers};
 use crate::snapshot::{ListenerRoutes, Snapshot};
 use crate::telemetry::access_log::{self, AccessLog};
 use crate::telemetry::metrics::{ListenerStats, RouteStats};
+use crate::telemetry::trace::{self, Tracer};
 
 /// What a listener's connections share.
 pub struct ListenerCtx {
@@ -131,6 +132,26 @@ struct LogFacts {
     cluster: Option<Arc<str>>,
     upstream: Option<SocketAddr>,
     reason: Option<&'static str>,
+    /// With tracing on: the trace and this proxy's span, for correlating the line.
+    trace: Option<(String, String)>,
+}
+
+/// What a sampled request's span needs, captured only for sampled requests.
+struct TraceFacts {
+    tracer: Arc<Tracer>,
+    kind: trace::Kind,
+    trace_id: u128,
+    span_id: u64,
+    parent_id: Option<u64>,
+    start_time: SystemTime,
+    method: http::Method,
+    authority: String,
+    path: String,
+    request_id: HeaderValue,
+    route: Option<Arc<str>>,
+    cluster: Option<Arc<str>>,
+    upstream: Option<SocketAddr>,
+    reason: Option<&'static str>,
 }
 
 /// Records a request when its response ends (or is abandoned).
@@ -144,14 +165,43 @@ pub struct Finish {
     /// The cluster's `max_requests` unit, held until the response ends.
     permit: Option<Permit>,
     log: Option<(Arc<AccessLog>, Box<LogFacts>)>,
+    trace: Option<Box<TraceFacts>>,
+    /// Attempts sent upstream (retries are the ones past the first).
+    attempts: u32,
 }
 
 impl Finish {
     /// An attempt is about to go to `endpoint`: it is the one counted and logged.
     pub(super) fn sending_to(&mut self, endpoint: &Arc<Endpoint>) {
         self.active = Some(endpoint.start_request());
+        self.attempts += 1;
         if let Some((_, f)) = &mut self.log {
             f.upstream = Some(endpoint.addr);
+        }
+        if let Some(t) = &mut self.trace {
+            t.upstream = Some(endpoint.addr);
+        }
+    }
+
+    /// The request matched `route`, which sends it to `cluster`.
+    fn routed(&mut self, route: &Arc<str>, cluster: &Arc<str>) {
+        if let Some((_, f)) = &mut self.log {
+            f.route = Some(route.clone());
+            f.cluster = Some(cluster.clone());
+        }
+        if let Some(t) = &mut self.trace {
+            t.route = Some(route.clone());
+            t.cluster = Some(cluster.clone());
+        }
+    }
+
+    /// The proxy answered itself, for `reason`.
+    fn local_reply(&mut self, reason: &'static str) {
+        if let Some((_, f)) = &mut self.log {
+            f.reason = Some(reason);
+        }
+        if let Some(t) = &mut self.trace {
+            t.reason = Some(reason);
         }
     }
 
@@ -188,8 +238,45 @@ impl Finish {
                 request_id: f.request_id.to_str().unwrap_or(""),
                 downstream_remote_address: f.remote,
                 user_agent: f.user_agent.as_ref().and_then(|v| v.to_str().ok()),
+                trace_id: f.trace.as_ref().map(|(t, _)| t.as_str()),
+                span_id: f.trace.as_ref().map(|(_, s)| s.as_str()),
             });
         }
+        if let Some(t) = self.trace {
+            let t = *t;
+            t.tracer.record(trace::Span {
+                trace_id: t.trace_id,
+                span_id: t.span_id,
+                parent_id: t.parent_id,
+                kind: t.kind,
+                start: t.start_time,
+                duration: elapsed,
+                method: t.method.as_str().to_owned(),
+                path: t.path,
+                authority: t.authority,
+                status: self.status,
+                listener: self.listener.name.clone(),
+                route: t.route,
+                cluster: t.cluster,
+                upstream: t.upstream,
+                downstream: self.down.remote,
+                retries: self.attempts.saturating_sub(1),
+                reason: t.reason,
+                request_id: t.request_id.to_str().unwrap_or("").to_owned(),
+            });
+        }
+    }
+}
+
+/// The request's authority as text: the URI's, else the Host header.
+fn authority_text(req: &Request<Incoming>) -> String {
+    match req.uri().authority() {
+        Some(a) => a.as_str().to_owned(),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+            .unwrap_or_default(),
     }
 }
 
@@ -245,6 +332,8 @@ pub async fn handle(
         active: None,
         permit: None,
         log: None,
+        trace: None,
+        attempts: 0,
     };
     let routes = snap.listeners.get(&*l.name).cloned();
     let result = match routes {
@@ -263,9 +352,7 @@ pub async fn handle(
         }
         Err((err, request_id)) => {
             l.stats.local_reply(err.reason());
-            if let Some((_, facts)) = &mut finish.log {
-                facts.reason = Some(err.reason());
-            }
+            finish.local_reply(err.reason());
             tracing::debug!(listener = %l.name, reason = err.reason(), error = %err, "local reply");
             let (parts, body) = local_reply(&err, request_id.as_ref()).into_parts();
             finish.status = parts.status.as_u16();
@@ -295,6 +382,28 @@ async fn forward(
 ) -> Result<Forwarded, Failure> {
     let request_id = headers::request_id(req.headers_mut());
     let fail = |e: ProxyError| (e, Some(request_id.clone()));
+    let trace_ctx = snap.tracer.as_ref().map(|t| (t, t.start(req.headers())));
+    if let Some((tracer, ctx)) = &trace_ctx
+        && ctx.sampled
+        && tracer.exports()
+    {
+        finish.trace = Some(Box::new(TraceFacts {
+            tracer: (*tracer).clone(),
+            kind: routes.config.traffic_direction.into(),
+            trace_id: ctx.trace_id,
+            span_id: ctx.span_id,
+            parent_id: ctx.parent_id,
+            start_time: SystemTime::now(),
+            method: req.method().clone(),
+            authority: authority_text(&req),
+            path: req.uri().path().to_owned(),
+            request_id: request_id.clone(),
+            route: None,
+            cluster: None,
+            upstream: None,
+            reason: None,
+        }));
+    }
 
     let mut received = None;
     if let Some(log) = &snap.access_log {
@@ -305,14 +414,7 @@ async fn forward(
             Box::new(LogFacts {
                 start_time: SystemTime::now(),
                 method: req.method().clone(),
-                authority: match req.uri().authority() {
-                    Some(a) => a.as_str().to_owned(),
-                    None => req
-                        .headers()
-                        .get(header::HOST)
-                        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
-                        .unwrap_or_default(),
-                },
+                authority: authority_text(&req),
                 path: req
                     .uri()
                     .path_and_query()
@@ -327,6 +429,9 @@ async fn forward(
                 cluster: None,
                 upstream: None,
                 reason: None,
+                trace: trace_ctx
+                    .as_ref()
+                    .map(|(_, c)| (c.trace_id_hex(), c.span_id_hex())),
             }),
         ));
     }
@@ -383,10 +488,7 @@ async fn forward(
         .ok_or_else(|| fail(ProxyError::NoHealthyUpstream(route.name.to_string())))?;
     let cluster = &target.cluster;
     finish.stats = target.stats.clone();
-    if let Some((_, f)) = &mut finish.log {
-        f.route = Some(route.name.clone());
-        f.cluster = Some(cluster.name.clone());
-    }
+    finish.routed(&route.name, &cluster.name);
 
     let hash = cluster
         .config
@@ -418,6 +520,9 @@ async fn forward(
             &route.request_headers_to_remove,
             &route.request_headers_to_add,
         );
+        if let Some((tracer, ctx)) = &trace_ctx {
+            tracer.inject(ctx, h);
+        }
     }
     let (mut parts, body) = req.into_parts();
     match cluster.config.protocol {

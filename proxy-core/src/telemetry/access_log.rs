@@ -73,6 +73,11 @@ pub struct Entry<'a> {
     pub downstream_remote_address: SocketAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<&'a str>,
+    /// With tracing on: the trace the request belongs to and this proxy's span in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<&'a str>,
 }
 
 pub fn rfc3339(t: SystemTime) -> String {

@@ -147,6 +147,7 @@ pub struct Metrics {
     breaker_transitions: Family<ClusterStateLabels, Counter>,
     health_checks: Family<ClusterResultLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
+    spans: Family<ResultLabels, Counter>,
 }
 
 impl Metrics {
@@ -181,6 +182,7 @@ impl Metrics {
             breaker_transitions: Family::default(),
             health_checks: Family::default(),
             reloads: Family::default(),
+            spans: Family::default(),
         };
         r.register(
             "requests",
@@ -313,6 +315,11 @@ impl Metrics {
             "config_reloads",
             "Config reloads by result",
             m.reloads.clone(),
+        );
+        r.register(
+            "trace_spans",
+            "Sampled spans by result: queued for export, dropped (export queue full), exported, failed (the collector refused or was unreachable)",
+            m.spans.clone(),
         );
         // Both outcomes exist from the start, so a rate over them works before any reload.
         for result in ["success", "failure"] {
@@ -486,6 +493,17 @@ impl Metrics {
             member(&self.breaker_limit, &l),
             member(&self.overflow, &l),
         )
+    }
+
+    /// The span counters of `trace_spans`, one handle per result.
+    pub fn span_stats(&self) -> super::trace::SpanStats {
+        let get = |result| member(&self.spans, &ResultLabels { result });
+        super::trace::SpanStats {
+            queued: get("queued"),
+            dropped: get("dropped"),
+            exported: get("exported"),
+            failed: get("failed"),
+        }
     }
 
     pub fn reload(&self, ok: bool) {
