@@ -163,13 +163,19 @@ fn parse_b3_single(v: &[u8]) -> Option<Parent> {
 }
 
 fn parse_b3_multi(h: &HeaderMap) -> Option<Parent> {
+    let trace_id = h.get(&X_B3_TRACE_ID);
+    let sampled_header = h.get(&X_B3_SAMPLED);
+    // The common case, no B3 at all, in two lookups.
+    if trace_id.is_none() && sampled_header.is_none() {
+        return None;
+    }
     let debug = h.get(&X_B3_FLAGS).is_some_and(|f| f.as_bytes() == b"1");
-    let sampled = match h.get(&X_B3_SAMPLED) {
+    let sampled = match sampled_header {
         _ if debug => Some(true),
         Some(s) => b3_sampled(s.as_bytes())?,
         None => None,
     };
-    match (h.get(&X_B3_TRACE_ID), h.get(&X_B3_SPAN_ID)) {
+    match (trace_id, h.get(&X_B3_SPAN_ID)) {
         (Some(t), Some(s)) => {
             let (trace_id, short) = b3_trace_id(t.as_bytes())?;
             let span_id = hex_u64(s.as_bytes()).filter(|s| *s != 0)?;
@@ -295,52 +301,63 @@ impl Tracer {
     /// Rewrite the request's trace headers for the upstream: this proxy's span becomes the
     /// parent. The format is the one the request came in; a trace the proxy started goes out
     /// in the configured formats. `tracestate` is vendor data of the caller's and passes as is.
+    ///
+    /// On the path of every request when tracing is on, sampled or not: the values are hex
+    /// written into stack buffers, and only headers that may hold stale values are removed.
     pub fn inject(&self, ctx: &Context, h: &mut HeaderMap) {
-        for name in [
-            &TRACEPARENT,
-            &B3,
-            &X_B3_TRACE_ID,
-            &X_B3_SPAN_ID,
-            &X_B3_PARENT_SPAN_ID,
-            &X_B3_SAMPLED,
-            &X_B3_FLAGS,
-        ] {
-            h.remove(name);
-        }
         let (w3c, b3_single, b3_multi) = match ctx.incoming {
             Some(Format::W3c) => (true, false, false),
             Some(Format::B3Single) => (false, true, false),
             Some(Format::B3Multi) => (false, false, true),
             None => (self.propagation.w3c, false, self.propagation.b3),
         };
-        let trace = ctx.b3_trace_id();
+        let flag = if ctx.sampled { b'1' } else { b'0' };
+        let mut span = [0u8; 16];
+        hex(ctx.span_id as u128, &mut span);
         if w3c {
-            let v = format!(
-                "00-{:032x}-{:016x}-{}",
-                ctx.trace_id,
-                ctx.span_id,
-                if ctx.sampled { "01" } else { "00" }
-            );
-            insert(h, &TRACEPARENT, v);
+            // 00-<trace>-<span>-0x
+            let mut v = [b'-'; 55];
+            v[..2].copy_from_slice(b"00");
+            hex(ctx.trace_id, &mut v[3..35]);
+            v[36..52].copy_from_slice(&span);
+            v[53] = b'0';
+            v[54] = flag;
+            insert(h, &TRACEPARENT, &v);
         }
+        let mut trace = [0u8; 32];
+        let trace: &[u8] = if ctx.short_trace_id {
+            hex(ctx.trace_id as u64 as u128, &mut trace[..16]);
+            &trace[..16]
+        } else {
+            hex(ctx.trace_id, &mut trace);
+            &trace
+        };
         if b3_single {
-            let v = format!(
-                "{trace}-{:016x}-{}",
-                ctx.span_id,
-                if ctx.sampled { '1' } else { '0' }
-            );
-            insert(h, &B3, v);
+            let mut v = [b'-'; 32 + 1 + 16 + 2];
+            let n = trace.len();
+            v[..n].copy_from_slice(trace);
+            v[n + 1..n + 17].copy_from_slice(&span);
+            v[n + 18] = flag;
+            insert(h, &B3, &v[..n + 19]);
         }
         if b3_multi {
             insert(h, &X_B3_TRACE_ID, trace);
-            insert(h, &X_B3_SPAN_ID, format!("{:016x}", ctx.span_id));
-            if let Some(p) = ctx.parent_id {
-                insert(h, &X_B3_PARENT_SPAN_ID, format!("{p:016x}"));
+            insert(h, &X_B3_SPAN_ID, &span);
+            match ctx.parent_id {
+                Some(p) => {
+                    let mut v = [0u8; 16];
+                    hex(p as u128, &mut v);
+                    insert(h, &X_B3_PARENT_SPAN_ID, &v);
+                }
+                None => {
+                    h.remove(&X_B3_PARENT_SPAN_ID);
+                }
             }
-            h.insert(
-                X_B3_SAMPLED.clone(),
-                HeaderValue::from_static(if ctx.sampled { "1" } else { "0" }),
-            );
+            insert(h, &X_B3_SAMPLED, &[flag]);
+            // The debug flag was the caller's decision; the sampled flag now carries it.
+            if ctx.incoming == Some(Format::B3Multi) {
+                h.remove(&X_B3_FLAGS);
+            }
         }
     }
 
@@ -359,9 +376,18 @@ impl Tracer {
     }
 }
 
-/// Hex digits are always a valid header value.
-fn insert(h: &mut HeaderMap, name: &HeaderName, v: String) {
-    if let Ok(v) = HeaderValue::try_from(v) {
+/// Lowercase hex of the low `out.len() * 4` bits of `v`, most significant digit first.
+fn hex(mut v: u128, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
+}
+
+/// Hex digits and `-` are always a valid header value.
+fn insert(h: &mut HeaderMap, name: &HeaderName, v: &[u8]) {
+    if let Ok(v) = HeaderValue::from_bytes(v) {
         h.insert(name.clone(), v);
     }
 }
@@ -373,14 +399,6 @@ impl Context {
 
     pub fn span_id_hex(&self) -> String {
         format!("{:016x}", self.span_id)
-    }
-
-    fn b3_trace_id(&self) -> String {
-        if self.short_trace_id {
-            format!("{:016x}", self.trace_id as u64)
-        } else {
-            format!("{:032x}", self.trace_id)
-        }
     }
 }
 
