@@ -50,6 +50,8 @@ pub enum ProxyError {
     TooManyHeaders { count: usize, limit: usize },
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("aborted by the route's fault injection with status {}", .0.as_u16())]
+    FaultAbort(StatusCode),
 }
 
 impl ProxyError {
@@ -70,6 +72,7 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => "request_headers_too_large",
             ProxyError::TooManyHeaders { .. } => "too_many_headers",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::FaultAbort(_) => "fault_abort",
         }
     }
 
@@ -90,6 +93,7 @@ impl ProxyError {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::FaultAbort(status) => *status,
         }
     }
 

@@ -9,6 +9,8 @@ use regex::Regex;
 
 use crate::cluster::Cluster;
 use crate::config;
+use crate::http::fault::FaultRule;
+use crate::http::mirror::Mirror;
 use crate::resilience::retry::RetryPolicy;
 use crate::telemetry::metrics::{Metrics, RouteStats};
 
@@ -131,6 +133,11 @@ pub struct Route {
     pub request_headers_to_remove: Vec<HeaderName>,
     pub response_headers_to_add: Vec<HeaderAdd>,
     pub response_headers_to_remove: Vec<HeaderName>,
+    /// Boxed: most routes inject no faults.
+    pub fault: Option<Box<FaultRule>>,
+    pub mirrors: Vec<Mirror>,
+    /// With weighted clusters: the header whose value keeps a client on one of them.
+    sticky: Option<HeaderName>,
 }
 
 fn header_adds(list: &[config::HeaderValueOption]) -> Vec<HeaderAdd> {
@@ -211,6 +218,27 @@ impl Route {
             request_headers_to_remove: header_names(&cfg.request_headers_to_remove),
             response_headers_to_add: header_adds(&cfg.response_headers_to_add),
             response_headers_to_remove: header_names(&cfg.response_headers_to_remove),
+            fault: cfg
+                .fault
+                .as_ref()
+                .map(|f| Box::new(FaultRule::build(listener, &cfg.name, f, metrics))),
+            mirrors: cfg
+                .request_mirror_policies
+                .iter()
+                .filter_map(|m| {
+                    Some(Mirror::build(
+                        listener,
+                        &cfg.name,
+                        m,
+                        cluster(&m.cluster)?,
+                        metrics,
+                    ))
+                })
+                .collect(),
+            sticky: cfg
+                .hash_policy
+                .as_ref()
+                .and_then(|h| HeaderName::from_bytes(h.header.as_bytes()).ok()),
         }
     }
 
@@ -226,16 +254,37 @@ impl Route {
             && self.headers.iter().all(|h| h.matches(headers))
     }
 
-    /// The target for one request: the only one, or one drawn by weight.
-    pub fn target(&self) -> Option<&Target> {
+    /// The target for one request: the only one, or one drawn by weight. With a sticky
+    /// header, the draw is the header value's hash, so one client stays on one target (as
+    /// long as the weights stay); a request without the header is drawn at random.
+    pub fn target(&self, headers: &HeaderMap) -> Option<&Target> {
         match self.targets.len() {
             0 => None,
             1 => self.targets.first(),
-            _ => self
-                .targets
-                .get(crate::cluster::lb::weighted_random(&self.cumulative)),
+            _ => {
+                let sticky = self
+                    .sticky
+                    .as_ref()
+                    .and_then(|h| headers.get(h))
+                    .map(|v| crate::cluster::lb::hash_key(v.as_bytes()));
+                let i = match sticky {
+                    Some(hash) => weighted_by_hash(&self.cumulative, hash),
+                    None => crate::cluster::lb::weighted_random(&self.cumulative),
+                };
+                self.targets.get(i)
+            }
         }
     }
+}
+
+/// The index a hash falls on when the weights are laid end to end.
+fn weighted_by_hash(cumulative: &[u64], hash: u64) -> usize {
+    let total = *cumulative.last().unwrap_or(&0);
+    if total == 0 {
+        return 0;
+    }
+    let x = hash % total;
+    cumulative.partition_point(|c| *c <= x)
 }
 
 /// Apply a route's header removals, then additions.
@@ -255,6 +304,19 @@ pub fn rewrite_headers(h: &mut HeaderMap, remove: &[HeaderName], add: &[HeaderAd
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hash_keeps_its_target_and_hashes_split_by_weight() {
+        let cum = crate::cluster::lb::cumulative(&[90, 10]);
+        let mut counts = [0u32; 2];
+        for i in 0..10_000u32 {
+            let h = crate::cluster::lb::hash_key(format!("user-{i}").as_bytes());
+            let first = weighted_by_hash(&cum, h);
+            assert_eq!(first, weighted_by_hash(&cum, h), "same key, same target");
+            counts[first] += 1;
+        }
+        assert!((8700..9300).contains(&counts[0]), "{counts:?}");
+    }
 
     #[test]
     fn host_patterns() {

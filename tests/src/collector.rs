@@ -1,6 +1,7 @@
-//! A trace collector stand-in: an HTTP server that keeps every export request it receives
-//! (path, content type, body) and answers 202, or, when stalled, takes the request and never
-//! answers — the dead collector a proxy must not wait on.
+//! A recording HTTP server: keeps every request it receives (path, headers, body) and answers
+//! 202, or, when stalled, takes the request and never answers. It stands in for a trace
+//! collector (and the dead collector a proxy must not wait on) and for a shadow cluster that
+//! must show what mirrored copies looked like.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,12 +16,24 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-/// One export request as the collector saw it.
+/// One request as the collector saw it.
 #[derive(Clone, Debug)]
 pub struct Export {
+    pub method: String,
     pub path: String,
     pub content_type: String,
+    /// In received order, names lowercase.
+    pub headers: Vec<(String, String)>,
     pub body: Bytes,
+}
+
+impl Export {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 pub struct Collector {
@@ -57,7 +70,18 @@ impl Collector {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let kept = kept.clone();
                         async move {
+                            let method = req.method().to_string();
                             let path = req.uri().path().to_owned();
+                            let headers = req
+                                .headers()
+                                .iter()
+                                .map(|(n, v)| {
+                                    (
+                                        n.as_str().to_owned(),
+                                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                    )
+                                })
+                                .collect();
                             let content_type = req
                                 .headers()
                                 .get(http::header::CONTENT_TYPE)
@@ -71,8 +95,10 @@ impl Collector {
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
                             kept.lock().unwrap().push(Export {
+                                method,
                                 path,
                                 content_type,
+                                headers,
                                 body,
                             });
                             if stall {

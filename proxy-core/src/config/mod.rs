@@ -8,6 +8,7 @@
 mod model;
 mod resilience;
 mod trace;
+mod traffic;
 pub mod units;
 mod validate;
 
@@ -19,6 +20,7 @@ use serde_norway::Value;
 pub use model::*;
 pub use resilience::*;
 pub use trace::*;
+pub use traffic::*;
 pub use units::{Dur, Size};
 pub use validate::{HostPort, parse_host_port};
 

@@ -166,6 +166,15 @@ pub struct Route {
     /// Retries of failed attempts; none when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_policy: Option<super::RetryPolicy>,
+    /// Delays and aborts injected into a share of requests; none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<super::Fault>,
+    /// Copies of a share of requests sent to other clusters, responses discarded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_mirror_policies: Vec<super::MirrorPolicy>,
+    /// With `weighted_clusters`: the header whose value keeps a client on one cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_policy: Option<HashPolicy>,
 }
 
 fn default_route_timeout() -> Dur {

@@ -274,6 +274,7 @@ fn route(p: &mut Problems, path: &str, r: &Route, clusters: &HashSet<&str>) {
     if r.timeout.get().is_zero() {
         p.at(format!("{path}.timeout"), "must be more than 0");
     }
+    super::traffic::validate_route(p, path, r, clusters, r.hash_policy.as_ref());
 
     let m = &r.matcher;
     let mpath = format!("{path}.match");

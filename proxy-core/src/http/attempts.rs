@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::body::{Buffered, RequestBody};
 use super::client;
-use super::proxy::Finish;
+use super::proxy::{Finish, Pending};
 use crate::cluster::outlier::Outcome;
 use crate::cluster::{Cluster, Endpoint};
 use crate::error::ProxyError;
@@ -91,7 +91,7 @@ pub(super) async fn with_retries(
     r: Retrying<'_>,
     mut endpoint: Arc<Endpoint>,
     parts: Parts,
-    body: Incoming,
+    body: Pending,
     received: Option<Arc<AtomicU64>>,
     finish: &mut Finish,
 ) -> Result<Sent, ProxyError> {
@@ -104,17 +104,30 @@ pub(super) async fn with_retries(
     let deadline = Instant::now() + timeout;
     cluster.budget.deposit();
 
-    // The body: buffered for replay when it may be sent again, else streamed once.
-    let (replay, mut once, not_replayable) = if policy.allows_method(&parts.method) {
-        let buffering = RequestBody::buffer(body, policy.buffer_limit, received);
-        match tokio::time::timeout_at(deadline, buffering).await {
-            Ok(Ok(b @ Buffered::Whole { .. })) => (Some(b), None, None),
-            Ok(Ok(Buffered::TooLarge(b))) => (None, Some(b), Some("body_too_large")),
-            Ok(Err(_)) => return Err(ProxyError::BadRequest("the request body ended early")),
-            Err(_) => return Err(ProxyError::Timeout(timeout)),
+    // The body: buffered for replay when it may be sent again, else streamed once. A body
+    // already read whole (to mirror it) replays whatever its size.
+    let (replay, mut once, not_replayable) = match body {
+        body if !policy.allows_method(&parts.method) => {
+            let body = match body {
+                Pending::Stream(b) => RequestBody::new(b, received),
+                Pending::Buffered(b) => b.into_body(),
+                Pending::Started(b) => b,
+            };
+            (None, Some(body), Some("method"))
         }
-    } else {
-        (None, Some(RequestBody::new(body, received)), Some("method"))
+        Pending::Buffered(b @ Buffered::Whole { .. }) => (Some(b), None, None),
+        Pending::Buffered(Buffered::TooLarge(b)) | Pending::Started(b) => {
+            (None, Some(b), Some("body_too_large"))
+        }
+        Pending::Stream(body) => {
+            let buffering = RequestBody::buffer(body, policy.buffer_limit, received);
+            match tokio::time::timeout_at(deadline, buffering).await {
+                Ok(Ok(b @ Buffered::Whole { .. })) => (Some(b), None, None),
+                Ok(Ok(Buffered::TooLarge(b))) => (None, Some(b), Some("body_too_large")),
+                Ok(Err(_)) => return Err(ProxyError::BadRequest("the request body ended early")),
+                Err(_) => return Err(ProxyError::Timeout(timeout)),
+            }
+        }
     };
 
     let mut attempt: u32 = 1;

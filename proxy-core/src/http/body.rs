@@ -65,6 +65,20 @@ impl Buffered {
             Buffered::TooLarge(_) => None,
         }
     }
+
+    /// The body to send once: the whole one, or what was read of a large one and the rest.
+    pub fn into_body(self) -> RequestBody {
+        match self {
+            Buffered::Whole { data, trailers } => RequestBody {
+                source: Source::Replay {
+                    data: (!data.is_empty()).then_some(data),
+                    trailers,
+                },
+                received: None,
+            },
+            Buffered::TooLarge(b) => b,
+        }
+    }
 }
 
 impl RequestBody {

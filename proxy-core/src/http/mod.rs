@@ -4,6 +4,8 @@
 pub mod attempts;
 pub mod body;
 pub mod client;
+pub mod fault;
 pub mod headers;
+pub mod mirror;
 pub mod proxy;
 pub mod server;

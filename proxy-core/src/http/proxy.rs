@@ -17,14 +17,16 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use super::attempts;
-use super::body::{RequestBody, ResponseBody};
+use super::body::{Buffered, RequestBody, ResponseBody};
 use super::headers;
+use super::mirror::Mirror;
 use crate::cluster::outlier::Outcome;
 use crate::cluster::{ActiveRequest, Endpoint};
 use crate::config::UpstreamProtocol;
@@ -268,6 +270,89 @@ impl Finish {
     }
 }
 
+/// The request body as forwarding finds it: untouched, read whole (to mirror it), or
+/// found too large to mirror after part of it was read.
+pub(super) enum Pending {
+    Stream(Incoming),
+    Buffered(Buffered),
+    Started(RequestBody),
+}
+
+/// Make `body` mirrorable if it can be: a body of known length up to the mirror's limit is
+/// read whole. Returns the body to forward and the copy's body (`None`: not mirrorable).
+async fn mirror_body(
+    m: &Mirror,
+    body: Pending,
+    received: &Option<Arc<AtomicU64>>,
+) -> Result<(Pending, Option<RequestBody>), ProxyError> {
+    let body = match body {
+        Pending::Stream(b) if !b.is_end_stream() => {
+            if b.size_hint().upper().is_none_or(|n| n > m.max_body) {
+                return Ok((Pending::Stream(b), None));
+            }
+            match RequestBody::buffer(b, m.max_body as usize, received.clone()).await {
+                Ok(whole @ Buffered::Whole { .. }) => Pending::Buffered(whole),
+                Ok(Buffered::TooLarge(rest)) => return Ok((Pending::Started(rest), None)),
+                Err(_) => return Err(ProxyError::BadRequest("the request body ended early")),
+            }
+        }
+        other => other,
+    };
+    let copy = match &body {
+        Pending::Stream(_) => Buffered::Whole {
+            data: Bytes::new(),
+            trailers: None,
+        }
+        .replay(),
+        Pending::Buffered(b) => b.replay(),
+        Pending::Started(_) => None,
+    };
+    Ok((body, copy))
+}
+
+/// Shape a request for the upstream's protocol: origin-form URI and a `Host` header for
+/// HTTP/1.1, an absolute URI and no `Host` for HTTP/2.
+pub(super) fn for_upstream(
+    parts: &mut http::request::Parts,
+    authority: &Authority,
+    protocol: UpstreamProtocol,
+) -> Result<(), ProxyError> {
+    match protocol {
+        UpstreamProtocol::Http1 => {
+            if parts.uri.authority().is_some() || parts.uri.scheme().is_some() {
+                let pq = parts
+                    .uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/"));
+                parts.uri = Uri::from(pq);
+            }
+            if !parts.headers.contains_key(header::HOST)
+                && let Ok(v) = HeaderValue::from_str(authority.as_str())
+            {
+                parts.headers.insert(header::HOST, v);
+            }
+            if parts.version != Version::HTTP_10 {
+                parts.version = Version::HTTP_11;
+            }
+        }
+        UpstreamProtocol::Http2 => {
+            let mut u = Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(authority.clone());
+            if let Some(pq) = parts.uri.path_and_query() {
+                u = u.path_and_query(pq.clone());
+            }
+            parts.uri = u
+                .build()
+                .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+            parts.headers.remove(header::HOST);
+            parts.version = Version::HTTP_2;
+        }
+    }
+    Ok(())
+}
+
 /// The request's authority as text: the URI's, else the Host header.
 fn authority_text(req: &Request<Incoming>) -> String {
     match req.uri().authority() {
@@ -484,11 +569,22 @@ async fn forward(
             )))
         })?;
     let target = route
-        .target()
+        .target(req.headers())
         .ok_or_else(|| fail(ProxyError::NoHealthyUpstream(route.name.to_string())))?;
     let cluster = &target.cluster;
     finish.stats = target.stats.clone();
     finish.routed(&route.name, &cluster.name);
+
+    // Injected faults come before the cluster's limits: they stand for a failing dependency,
+    // and must not take the cluster's capacity or trip its breaker.
+    if let Some(fault) = &route.fault {
+        if let Some(d) = fault.delay() {
+            tokio::time::sleep(d).await;
+        }
+        if let Some(status) = fault.abort() {
+            return Err(fail(ProxyError::FaultAbort(status)));
+        }
+    }
 
     let hash = cluster
         .config
@@ -525,39 +621,22 @@ async fn forward(
         }
     }
     let (mut parts, body) = req.into_parts();
-    match cluster.config.protocol {
-        UpstreamProtocol::Http1 => {
-            if parts.uri.authority().is_some() || parts.uri.scheme().is_some() {
-                let pq = parts
-                    .uri
-                    .path_and_query()
-                    .cloned()
-                    .unwrap_or_else(|| PathAndQuery::from_static("/"));
-                parts.uri = Uri::from(pq);
-            }
-            if !parts.headers.contains_key(header::HOST)
-                && let Ok(v) = HeaderValue::from_str(authority.as_str())
-            {
-                parts.headers.insert(header::HOST, v);
-            }
-            if parts.version != Version::HTTP_10 {
-                parts.version = Version::HTTP_11;
-            }
+
+    // The mirrored copies go first, with the headers as the primary's stand now.
+    let mut body = Pending::Stream(body);
+    for m in &route.mirrors {
+        if !m.chosen() {
+            continue;
         }
-        UpstreamProtocol::Http2 => {
-            let mut u = Uri::builder()
-                .scheme(Scheme::HTTP)
-                .authority(authority.clone());
-            if let Some(pq) = parts.uri.path_and_query() {
-                u = u.path_and_query(pq.clone());
-            }
-            parts.uri = u
-                .build()
-                .map_err(|_| fail(ProxyError::BadRequest("invalid request target")))?;
-            parts.headers.remove(header::HOST);
-            parts.version = Version::HTTP_2;
+        let (rest, copy) = mirror_body(m, body, &received).await.map_err(fail)?;
+        body = rest;
+        match copy {
+            Some(copy) => m.send(&parts, &authority, copy),
+            None => m.skip_body(),
         }
     }
+
+    for_upstream(&mut parts, &authority, cluster.config.protocol).map_err(fail)?;
 
     let sent = match &route.retry {
         Some(policy) if downstream_upgrade.is_none() => {
@@ -574,7 +653,12 @@ async fn forward(
             .await
         }
         _ => {
-            let up_req = Request::from_parts(parts, RequestBody::new(body, received));
+            let body = match body {
+                Pending::Stream(b) => RequestBody::new(b, received),
+                Pending::Buffered(b) => b.into_body(),
+                Pending::Started(b) => b,
+            };
+            let up_req = Request::from_parts(parts, body);
             attempts::once(route.timeout, cluster, &endpoint, up_req, finish).await
         }
     };

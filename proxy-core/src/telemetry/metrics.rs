@@ -87,6 +87,21 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FaultLabels {
+    listener: String,
+    route: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MirrorLabels {
+    listener: String,
+    route: String,
+    cluster: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: &'static str,
 }
@@ -148,6 +163,8 @@ pub struct Metrics {
     health_checks: Family<ClusterResultLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
     spans: Family<ResultLabels, Counter>,
+    faults: Family<FaultLabels, Counter>,
+    mirrors: Family<MirrorLabels, Counter>,
 }
 
 impl Metrics {
@@ -183,6 +200,8 @@ impl Metrics {
             health_checks: Family::default(),
             reloads: Family::default(),
             spans: Family::default(),
+            faults: Family::default(),
+            mirrors: Family::default(),
         };
         r.register(
             "requests",
@@ -320,6 +339,16 @@ impl Metrics {
             "trace_spans",
             "Sampled spans by result: queued for export, dropped (export queue full), exported, failed (the collector refused or was unreachable)",
             m.spans.clone(),
+        );
+        r.register(
+            "faults_injected",
+            "Requests delayed or aborted by a route's fault injection, by kind (delay, abort)",
+            m.faults.clone(),
+        );
+        r.register(
+            "mirror_requests",
+            "Mirrored request copies by result: success (answered), failure (error or timeout), body_too_large and too_many_in_flight (not mirrored)",
+            m.mirrors.clone(),
         );
         // Both outcomes exist from the start, so a rate over them works before any reload.
         for result in ["success", "failure"] {
@@ -495,6 +524,42 @@ impl Metrics {
         )
     }
 
+    /// The fault injection counters of one route: (delays, aborts).
+    pub fn fault_stats(&self, listener: &str, route: &str) -> (Counter, Counter) {
+        let get = |kind| {
+            member(
+                &self.faults,
+                &FaultLabels {
+                    listener: listener.into(),
+                    route: route.into(),
+                    kind,
+                },
+            )
+        };
+        (get("delay"), get("abort"))
+    }
+
+    /// The counters of one route's mirror to `cluster`, one per result.
+    pub fn mirror_stats(&self, listener: &str, route: &str, cluster: &str) -> MirrorStats {
+        let get = |result| {
+            member(
+                &self.mirrors,
+                &MirrorLabels {
+                    listener: listener.into(),
+                    route: route.into(),
+                    cluster: cluster.into(),
+                    result,
+                },
+            )
+        };
+        MirrorStats {
+            success: get("success"),
+            failure: get("failure"),
+            body_too_large: get("body_too_large"),
+            too_many_in_flight: get("too_many_in_flight"),
+        }
+    }
+
     /// The span counters of `trace_spans`, one handle per result.
     pub fn span_stats(&self) -> super::trace::SpanStats {
         let get = |result| member(&self.spans, &ResultLabels { result });
@@ -524,6 +589,15 @@ impl RouteStats {
         self.classes[class_index(status)].inc();
         self.duration.observe(elapsed);
     }
+}
+
+/// What became of a route's mirrored copies.
+#[derive(Clone, Debug, Default)]
+pub struct MirrorStats {
+    pub success: Counter,
+    pub failure: Counter,
+    pub body_too_large: Counter,
+    pub too_many_in_flight: Counter,
 }
 
 /// Handles of one listener.
