@@ -52,6 +52,16 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("aborted by the route's fault injection with status {}", .0.as_u16())]
     FaultAbort(StatusCode),
+    #[error("over the rate limit {rule:?}; retry after {}s", crate::ratelimit::whole_seconds(quota.reset))]
+    RateLimited {
+        rule: std::sync::Arc<str>,
+        quota: crate::ratelimit::Quota,
+        global: bool,
+    },
+    #[error(
+        "the rate limit {0:?} cannot be checked: its Redis does not answer, and it fails closed"
+    )]
+    RateLimitUnavailable(std::sync::Arc<str>),
 }
 
 impl ProxyError {
@@ -73,6 +83,9 @@ impl ProxyError {
             ProxyError::TooManyHeaders { .. } => "too_many_headers",
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::FaultAbort(_) => "fault_abort",
+            ProxyError::RateLimited { global: false, .. } => "local_rate_limited",
+            ProxyError::RateLimited { global: true, .. } => "rate_limited",
+            ProxyError::RateLimitUnavailable(_) => "rate_limit_unavailable",
         }
     }
 
@@ -94,6 +107,8 @@ impl ProxyError {
             }
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::FaultAbort(status) => *status,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::RateLimitUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

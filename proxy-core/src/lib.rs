@@ -16,6 +16,7 @@ pub mod error;
 pub mod http;
 pub mod listener;
 pub mod observed;
+pub mod ratelimit;
 pub mod resilience;
 pub mod route;
 pub mod runtime;

@@ -11,6 +11,7 @@ use crate::cluster::Cluster;
 use crate::config;
 use crate::http::fault::FaultRule;
 use crate::http::mirror::Mirror;
+use crate::ratelimit::RouteLimits;
 use crate::resilience::retry::RetryPolicy;
 use crate::telemetry::metrics::{Metrics, RouteStats};
 
@@ -138,6 +139,7 @@ pub struct Route {
     pub mirrors: Vec<Mirror>,
     /// With weighted clusters: the header whose value keeps a client on one of them.
     sticky: Option<HeaderName>,
+    pub rate_limits: RouteLimits,
 }
 
 fn header_adds(list: &[config::HeaderValueOption]) -> Vec<HeaderAdd> {
@@ -239,6 +241,7 @@ impl Route {
                 .hash_policy
                 .as_ref()
                 .and_then(|h| HeaderName::from_bytes(h.header.as_bytes()).ok()),
+            rate_limits: RouteLimits::build(listener, &cfg.name, &cfg.rate_limits, metrics),
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::cluster::Cluster;
 use crate::config::{Config, Listener};
+use crate::ratelimit::redis_window::RedisLimiter;
 use crate::route::Route;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::Metrics;
@@ -27,6 +28,8 @@ pub struct Snapshot {
     pub access_log: Option<Arc<AccessLog>>,
     /// Set when `tracing` is configured.
     pub tracer: Option<Arc<Tracer>>,
+    /// Set when `rate_limit_service` is configured.
+    pub redis_limiter: Option<Arc<RedisLimiter>>,
 }
 
 impl Snapshot {
@@ -77,12 +80,21 @@ impl Snapshot {
             (Some(want), Some(p)) if p.config.tracing.as_ref() == Some(want) => p.tracer.clone(),
             (Some(want), _) => Some(Arc::new(start_tracer(want, metrics))),
         };
+        let redis_limiter = match (&cfg.rate_limit_service, prev) {
+            (None, _) => None,
+            (Some(want), Some(p)) => match &p.redis_limiter {
+                Some(old) if old.config() == want => Some(old.clone()),
+                _ => Some(Arc::new(RedisLimiter::start(want, metrics.redis_errors()))),
+            },
+            (Some(want), None) => Some(Arc::new(RedisLimiter::start(want, metrics.redis_errors()))),
+        };
         Ok(Snapshot {
             config: Arc::new(cfg),
             listeners,
             clusters,
             access_log,
             tracer,
+            redis_limiter,
         })
     }
 }

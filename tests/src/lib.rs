@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod ports;
 pub mod process;
 pub mod proxy_config;
+pub mod redis;
 pub mod upstream;
 pub mod wait;
 

@@ -6,6 +6,7 @@
 //! does not hide one in `listeners[2]`), then semantic checks run over what parsed.
 
 mod model;
+mod ratelimit;
 mod resilience;
 mod trace;
 mod traffic;
@@ -18,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
 pub use model::*;
+pub use ratelimit::*;
 pub use resilience::*;
 pub use trace::*;
 pub use traffic::*;
@@ -258,6 +260,9 @@ impl Config {
                 "runtime" => cfg.runtime = p.section("runtime", v).unwrap_or_default(),
                 "access_log" => cfg.access_log = p.section("access_log", v),
                 "tracing" => cfg.tracing = p.section("tracing", v),
+                "rate_limit_service" => {
+                    cfg.rate_limit_service = p.section("rate_limit_service", v)
+                }
                 "listeners" => {
                     (index.listeners, cfg.listeners) = p.list("listeners", v).into_iter().unzip()
                 }
@@ -266,7 +271,7 @@ impl Config {
                 }
                 other => p.at(
                     other,
-                    "unknown field, expected one of \"admin\", \"runtime\", \"access_log\", \"tracing\", \"listeners\", \"clusters\"",
+                    "unknown field, expected one of \"admin\", \"runtime\", \"access_log\", \"tracing\", \"rate_limit_service\", \"listeners\", \"clusters\"",
                 ),
             }
         }
@@ -274,6 +279,10 @@ impl Config {
         if let Some(t) = &cfg.tracing {
             trace::validate(t, &mut p);
         }
+        if let Some(s) = &cfg.rate_limit_service {
+            ratelimit::validate_service(s, &mut p);
+        }
+        ratelimit::check_global_rules(&cfg, &index.listeners, &mut p);
         p.into_result(cfg)
     }
 

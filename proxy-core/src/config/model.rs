@@ -22,6 +22,9 @@ pub struct Config {
     /// Distributed tracing; off when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<super::Tracing>,
+    /// The Redis that global rate limits count in; needed only by `global` rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_service: Option<super::RateLimitService>,
     #[serde(default)]
     pub listeners: Vec<Listener>,
     #[serde(default)]
@@ -175,6 +178,9 @@ pub struct Route {
     /// With `weighted_clusters`: the header whose value keeps a client on one cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_policy: Option<HashPolicy>,
+    /// Request rate limits, each counted per value of its key; all must allow a request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<super::RateLimit>,
 }
 
 fn default_route_timeout() -> Dur {

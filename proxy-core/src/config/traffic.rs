@@ -1,5 +1,6 @@
-//! Per-route traffic management: fault injection, request mirroring, and sticky canary
-//! splits (the `fault`, `request_mirror_policies` and `hash_policy` fields of a route).
+//! Per-route traffic management: fault injection, request mirroring, sticky canary splits
+//! and rate limits (the `fault`, `request_mirror_policies`, `hash_policy` and `rate_limits`
+//! fields of a route; the rate limit rules themselves are in `ratelimit`).
 
 use std::collections::HashSet;
 
@@ -87,6 +88,17 @@ pub(super) fn validate_route(
     clusters: &HashSet<&str>,
     hash_policy: Option<&HashPolicy>,
 ) {
+    let mut names = HashSet::new();
+    for (i, rl) in r.rate_limits.iter().enumerate() {
+        let rp = format!("{path}.rate_limits[{i}]");
+        super::ratelimit::validate_rule(p, &rp, rl);
+        if !names.insert(rl.name.as_str()) {
+            p.at(
+                format!("{rp}.name"),
+                format!("duplicate rule name {:?}", rl.name),
+            );
+        }
+    }
     if let Some(f) = &r.fault {
         if let Some(d) = &f.delay {
             check_percentage(p, format!("{path}.fault.delay.percentage"), d.percentage);

@@ -31,6 +31,7 @@ use crate::cluster::outlier::Outcome;
 use crate::cluster::{ActiveRequest, Endpoint};
 use crate::config::UpstreamProtocol;
 use crate::error::{ERROR_HEADER, ProxyError};
+use crate::ratelimit::{self, Verdict};
 use crate::resilience::limits::Permit;
 use crate::route::{Route, rewrite_headers};
 use crate::snapshot::{ListenerRoutes, Snapshot};
@@ -388,6 +389,13 @@ pub fn local_reply(err: &ProxyError, request_id: Option<&HeaderValue>) -> Respon
     if let Some(id) = request_id {
         h.insert(headers::X_REQUEST_ID.clone(), id.clone());
     }
+    if let ProxyError::RateLimited { quota, .. } = err {
+        quota.write(h);
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(ratelimit::whole_seconds(quota.reset)),
+        );
+    }
     if let ProxyError::CircuitOpen { retry_after, .. } = err {
         // Whole seconds, rounded up: coming back early would only be refused again.
         let secs = retry_after.as_millis().div_ceil(1000).max(1) as u64;
@@ -586,6 +594,35 @@ async fn forward(
         }
     }
 
+    let mut quota = None;
+    if !route.rate_limits.is_empty() {
+        let client = ratelimit::Client {
+            address: down.remote.ip(),
+            identity: None,
+        };
+        match route
+            .rate_limits
+            .check(req.headers(), &client, snap.redis_limiter.as_deref())
+            .await
+        {
+            Verdict::Allowed(q) => quota = q,
+            Verdict::Limited {
+                rule,
+                quota,
+                global,
+            } => {
+                return Err(fail(ProxyError::RateLimited {
+                    rule,
+                    quota,
+                    global,
+                }));
+            }
+            Verdict::Unavailable { rule } => {
+                return Err(fail(ProxyError::RateLimitUnavailable(rule)));
+            }
+        }
+    }
+
     let hash = cluster
         .config
         .hash_policy
@@ -696,5 +733,8 @@ async fn forward(
         &route.response_headers_to_add,
     );
     h.insert(headers::X_REQUEST_ID.clone(), request_id);
+    if let Some(q) = quota {
+        q.write(h);
+    }
     Ok(Forwarded::Response(resp, pooled))
 }

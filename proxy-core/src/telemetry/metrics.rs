@@ -102,6 +102,14 @@ struct MirrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLimitLabels {
+    listener: String,
+    route: String,
+    rule: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: &'static str,
 }
@@ -165,6 +173,8 @@ pub struct Metrics {
     spans: Family<ResultLabels, Counter>,
     faults: Family<FaultLabels, Counter>,
     mirrors: Family<MirrorLabels, Counter>,
+    rate_limits: Family<RateLimitLabels, Counter>,
+    redis_errors: Counter,
 }
 
 impl Metrics {
@@ -202,6 +212,8 @@ impl Metrics {
             spans: Family::default(),
             faults: Family::default(),
             mirrors: Family::default(),
+            rate_limits: Family::default(),
+            redis_errors: Counter::default(),
         };
         r.register(
             "requests",
@@ -349,6 +361,16 @@ impl Metrics {
             "mirror_requests",
             "Mirrored request copies by result: success (answered), failure (error or timeout), body_too_large and too_many_in_flight (not mirrored)",
             m.mirrors.clone(),
+        );
+        r.register(
+            "rate_limit_decisions",
+            "Rate limit rule decisions by result: allowed, limited, unavailable (a global rule's Redis did not answer)",
+            m.rate_limits.clone(),
+        );
+        r.register(
+            "rate_limit_redis_errors",
+            "Global rate limit checks that got no answer from Redis in time (or found no connection)",
+            m.redis_errors.clone(),
         );
         // Both outcomes exist from the start, so a rate over them works before any reload.
         for result in ["success", "failure"] {
@@ -558,6 +580,32 @@ impl Metrics {
             body_too_large: get("body_too_large"),
             too_many_in_flight: get("too_many_in_flight"),
         }
+    }
+
+    /// One rate limit rule's counters: (allowed, limited, unavailable).
+    pub fn rate_limit_stats(
+        &self,
+        listener: &str,
+        route: &str,
+        rule: &str,
+    ) -> (Counter, Counter, Counter) {
+        let get = |result| {
+            member(
+                &self.rate_limits,
+                &RateLimitLabels {
+                    listener: listener.into(),
+                    route: route.into(),
+                    rule: rule.into(),
+                    result,
+                },
+            )
+        };
+        (get("allowed"), get("limited"), get("unavailable"))
+    }
+
+    /// Global rate limit checks without an answer from Redis.
+    pub fn redis_errors(&self) -> Counter {
+        self.redis_errors.clone()
     }
 
     /// The span counters of `trace_spans`, one handle per result.
