@@ -47,6 +47,12 @@ enum Command {
     },
     /// Print the built-in default config.
     DefaultConfig,
+    /// Convert an Envoy v3 static bootstrap to a sidecar config on stdout; every field that
+    /// could not be converted is reported on stderr with its path.
+    ImportEnvoy {
+        /// The Envoy bootstrap (YAML or JSON).
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::ImportEnvoy { file } => proxy_core::import::envoy::run_cli(&file),
         Command::Run => run(cli.run),
     }
 }
