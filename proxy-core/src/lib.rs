@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod import;
+pub mod inspect;
 pub mod listener;
 pub mod observed;
 pub mod resilience;

@@ -34,6 +34,7 @@ use crate::route::{Route, rewrite_headers};
 use crate::snapshot::{ListenerRoutes, Snapshot};
 use crate::telemetry::access_log::{self, AccessLog};
 use crate::telemetry::metrics::{ListenerStats, RouteStats};
+use crate::telemetry::tap;
 
 /// What a listener's connections share.
 pub struct ListenerCtx {
@@ -144,6 +145,8 @@ pub struct Finish {
     /// The cluster's `max_requests` unit, held until the response ends.
     permit: Option<Permit>,
     log: Option<(Arc<AccessLog>, Box<LogFacts>)>,
+    /// What `/tap` and `/debug/failures` show of this request.
+    pub(super) tap: tap::Record,
 }
 
 impl Finish {
@@ -164,6 +167,18 @@ impl Finish {
     pub(super) fn done(self, bytes_sent: u64) {
         let elapsed = self.start.elapsed();
         self.stats.record(self.status, elapsed);
+        self.listener.stats.tap.finish(
+            self.tap,
+            tap::End {
+                listener: &self.listener.name,
+                route: Some(&self.stats.route),
+                cluster: Some(&self.stats.cluster),
+                status: self.status,
+                elapsed,
+                bytes_sent,
+                upstream: self.active.as_ref().map(|a| a.endpoint().addr),
+            },
+        );
         self.listener.stats.active_requests.dec();
         let now_ms = self.down.epoch.elapsed().as_millis() as u64;
         self.down.last_active_ms.store(now_ms, Ordering::Release);
@@ -245,6 +260,7 @@ pub async fn handle(
         active: None,
         permit: None,
         log: None,
+        tap: tap::Record::begin(&l.stats.tap, &req),
     };
     let routes = snap.listeners.get(&*l.name).cloned();
     let result = match routes {
@@ -256,6 +272,7 @@ pub async fn handle(
     };
     let mut resp = match result {
         Ok(Forwarded::Response(resp, pooled)) => {
+            finish.tap.response(&resp);
             resp.map(|b| ResponseBody::upstream(b, pooled, finish))
         }
         Ok(Forwarded::Upgraded(parts)) => {
@@ -263,6 +280,7 @@ pub async fn handle(
         }
         Err((err, request_id)) => {
             l.stats.local_reply(err.reason());
+            finish.tap.local_reply(&err, request_id.as_ref());
             if let Some((_, facts)) = &mut finish.log {
                 facts.reason = Some(err.reason());
             }
@@ -329,6 +347,12 @@ async fn forward(
                 reason: None,
             }),
         ));
+    }
+
+    if received.is_none() && finish.tap.tapped() {
+        let counter = Arc::new(AtomicU64::new(0));
+        received = Some(counter.clone());
+        finish.tap.count_received(counter);
     }
 
     // Limits before any routing work: a request over them costs nothing more.

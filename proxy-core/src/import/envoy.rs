@@ -116,15 +116,15 @@ pub fn import(text: &str) -> Result<Imported, ImportError> {
     let mut root = Obj::new(&doc, String::new(), &mut w).ok_or(ImportError::NotAMapping)?;
     let mut config = Config::default();
 
-    if let Some((v, path)) = root.take("admin") {
-        if let Some(mut admin) = Obj::new(v, path, &mut w) {
-            if let Some((a, apath)) = admin.take("address")
-                && let Some(address) = socket_address(&mut w, a, apath)
-            {
-                config.admin = Admin { address };
-            }
-            admin.done(&mut w);
+    if let Some((v, path)) = root.take("admin")
+        && let Some(mut admin) = Obj::new(v, path, &mut w)
+    {
+        if let Some((a, apath)) = admin.take("address")
+            && let Some(address) = socket_address(&mut w, a, apath)
+        {
+            config.admin = Admin { address };
         }
+        admin.done(&mut w);
     }
     if let Some((v, path)) = root.take("static_resources")
         && let Some(mut sr) = Obj::new(v, path, &mut w)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::histogram::LatencyHistogram;
+use super::tap::Tap;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -121,6 +122,8 @@ fn class_index(status: u16) -> usize {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
+    /// Live inspection of requests; travels with the metrics handles to every listener.
+    tap: Arc<Tap>,
     requests: Family<RouteClassLabels, Counter>,
     duration: Family<RouteLabels, LatencyHistogram>,
     local_replies: Family<ReasonLabels, Counter>,
@@ -155,6 +158,7 @@ impl Metrics {
         let mut r = Registry::with_prefix(prefix);
         let m = Metrics {
             registry: Arc::default(),
+            tap: Tap::new(),
             requests: Family::default(),
             duration: Family::default(),
             local_replies: Family::default(),
@@ -338,6 +342,11 @@ impl Metrics {
         out
     }
 
+    /// The process's tap (`/tap`, `/debug/failures`).
+    pub fn tap(&self) -> &Arc<Tap> {
+        &self.tap
+    }
+
     pub fn route(&self, listener: &str, route: &str, cluster: &str) -> RouteStats {
         let labels = |class| RouteClassLabels {
             listener: listener.into(),
@@ -346,6 +355,8 @@ impl Metrics {
             code_class: class,
         };
         RouteStats {
+            route: route.into(),
+            cluster: cluster.into(),
             classes: CLASSES.map(|c| member(&self.requests, &labels(c))),
             duration: member(
                 &self.duration,
@@ -375,6 +386,7 @@ impl Metrics {
             bytes_downstream: member(&self.tcp_bytes, &dir("downstream")),
             unrouted: Arc::new(self.route(listener, "", "")),
             local_replies: self.local_replies.clone(),
+            tap: self.tap.clone(),
         }
     }
 
@@ -497,6 +509,9 @@ impl Metrics {
 /// RED handles of one (listener, route, cluster).
 #[derive(Clone, Debug)]
 pub struct RouteStats {
+    /// The route and cluster names (empty before routing), for the tap.
+    pub route: Arc<str>,
+    pub cluster: Arc<str>,
     classes: [Counter; 5],
     duration: LatencyHistogram,
 }
@@ -520,6 +535,7 @@ pub struct ListenerStats {
     /// Requests answered before a route was chosen (no route, malformed).
     pub unrouted: Arc<RouteStats>,
     local_replies: Family<ReasonLabels, Counter>,
+    pub tap: Arc<Tap>,
 }
 
 impl ListenerStats {
