@@ -624,6 +624,8 @@ mod tests {
         m.route("l", "r", "c")
             .record(200, Duration::from_micros(50));
         let text = m.encode();
+        assert!(text.contains("le=\"2.5e-05\"} 0"), "{text}");
+        assert!(text.contains("le=\"5e-05\"} 1"), "{text}");
         assert!(text.contains("le=\"0.0001\"} 1"), "{text}");
         assert!(text.contains("le=\"30\"} 1"), "{text}");
         assert!(text.contains("le=\"+Inf\"} 1"), "{text}");
