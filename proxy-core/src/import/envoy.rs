@@ -171,6 +171,7 @@ pub fn import(text: &str) -> Result<Imported, ImportError> {
             );
         }
     }
+    drop_dangling(&mut config, &mut w);
     if config.listeners.is_empty() {
         return Err(ImportError::NoListener);
     }
@@ -180,12 +181,64 @@ pub fn import(text: &str) -> Result<Imported, ImportError> {
     })
 }
 
+/// Routes and TCP listeners whose cluster was not converted cannot work: they go too, each
+/// reported, and so does a listener left without routes.
+fn drop_dangling(config: &mut Config, w: &mut Walker) {
+    let clusters: std::collections::HashSet<String> =
+        config.clusters.iter().map(|c| c.name.clone()).collect();
+    let missing = |name: &str| !clusters.contains(name);
+    config.listeners.retain_mut(|l| {
+        let lpath = w.listener_paths.get(&l.name).cloned().unwrap_or_default();
+        if let Some(c) = &l.cluster {
+            if missing(c) {
+                w.note(
+                    lpath,
+                    format!("cluster {c:?} was not converted: listener skipped"),
+                );
+                return false;
+            }
+            return true;
+        }
+        l.routes.retain(|r| {
+            let gone: Vec<&str> = r
+                .cluster
+                .iter()
+                .map(String::as_str)
+                .chain(r.weighted_clusters.iter().map(|wc| wc.name.as_str()))
+                .filter(|c| missing(c))
+                .collect();
+            if gone.is_empty() {
+                return true;
+            }
+            let rpath = w
+                .origins
+                .get(&(l.name.clone(), r.name.clone()))
+                .cloned()
+                .unwrap_or_else(|| lpath.clone());
+            w.note(
+                rpath,
+                format!("cluster {:?} was not converted: route skipped", gone[0]),
+            );
+            false
+        });
+        if l.routes.is_empty() {
+            w.note(lpath, "no route left: listener skipped");
+            return false;
+        }
+        true
+    });
+}
+
 /// Collects the report while the document is walked.
 #[derive(Default)]
 struct Walker {
     unmapped: Vec<Unmapped>,
     /// cluster -> (header, path of the route hash_policy that named it)
     hash_headers: BTreeMap<String, (String, String)>,
+    /// (listener, route) -> the route's path in the Envoy document.
+    origins: BTreeMap<(String, String), String>,
+    /// listener -> its path in the Envoy document.
+    listener_paths: BTreeMap<String, String>,
 }
 
 impl Walker {
@@ -206,6 +259,7 @@ impl Walker {
                 None
             }
         };
+        self.listener_paths.insert(name.clone(), path.clone());
         let has_address = address.is_some();
         let mut listener = Listener {
             name,
@@ -238,7 +292,7 @@ impl Walker {
             if has_address {
                 self.note(
                     &path,
-                    "no http_connection_manager or tcp_proxy filter: listener skipped",
+                    "no filter chain could be converted (one with an http_connection_manager or tcp_proxy filter): listener skipped",
                 );
             }
             return None;
@@ -257,6 +311,15 @@ impl Walker {
         let Some(mut o) = Obj::new(v, path, self) else {
             return false;
         };
+        if let Some((_, tpath)) = o.take("transport_socket") {
+            // Serving in plain text what was meant to be TLS would be worse than not serving.
+            self.note(
+                tpath,
+                "TLS termination is not supported: filter chain skipped",
+            );
+            o.take_all();
+            return false;
+        }
         let mut converted = false;
         if let Some((filters, fpath)) = o.take("filters") {
             for (i, f) in items(self, filters, &fpath) {
@@ -521,7 +584,10 @@ impl Walker {
         let first = listener.routes.len();
         if let Some((routes, rpath)) = o.take("routes") {
             for (i, r) in items(self, routes, &rpath) {
-                if let Some(route) = self.route(r, format!("{rpath}[{i}]"), &vname, i, &hosts) {
+                let path = format!("{rpath}[{i}]");
+                if let Some(route) = self.route(r, path.clone(), &vname, i, &hosts) {
+                    self.origins
+                        .insert((listener.name.clone(), route.name.clone()), path);
                     listener.routes.push(route);
                 }
             }
@@ -941,6 +1007,13 @@ impl Walker {
                 self.http_protocol_options(hpo, hpath, &mut c);
             }
             to.done(self);
+        }
+        if let Some((_, tpath)) = o.take("transport_socket") {
+            // Sending in plain text what was meant to be encrypted would leak it.
+            self.note(tpath, "TLS to upstreams is not supported: cluster skipped");
+            o.take_all();
+            o.done(self);
+            return None;
         }
         if let Some((cl, clpath)) = o.take("common_lb_config")
             && let Some(mut co) = Obj::new(cl, clpath, self)

@@ -65,7 +65,6 @@ static_resources:
         - endpoint: { address: { socket_address: { address: localhost, port_value: 8080 } } }
           load_balancing_weight: 3
         - endpoint: { address: { socket_address: { address: "::1", port_value: 8081 } } }
-    transport_socket: { name: envoy.transport_sockets.tls }
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
@@ -119,12 +118,15 @@ fn reports_every_unconverted_field_with_its_path() {
         format!("{hcm}.http_filters[0]: envoy.filters.http.cors is not supported"),
         format!("{hcm}.http_filters[1]: envoy.filters.http.lua is not supported"),
         format!("{vh}.routes[0].match.query_parameters: not supported"),
-        format!("{vh}.routes[0].route.retry_policy.retry_on: condition \"retriable-4xx\" is not supported"),
+        format!(
+            "{vh}.routes[0].route.retry_policy.retry_on: condition \"retriable-4xx\" is not supported"
+        ),
         format!("{vh}.routes[0].route.prefix_rewrite: not supported"),
-        format!("{vh}.routes[1]: only routes with a `route` action (cluster or weighted_clusters) are supported: route skipped"),
+        format!(
+            "{vh}.routes[1]: only routes with a `route` action (cluster or weighted_clusters) are supported: route skipped"
+        ),
         format!("{vh}.routes[1].redirect: not supported"),
         format!("{vh}.cors: not supported"),
-        "static_resources.clusters[0].transport_socket: not supported (envoy.transport_sockets.tls)".to_owned(),
     ];
     let got = paths(&i);
     for w in &want {
@@ -273,6 +275,9 @@ static_resources:
   - name: x
     address: { socket_address: { address: 1.2.3.4, port_value: 80 } }
     filter_chains: [{ filters: [{ name: envoy.filters.network.tcp_proxy, typed_config: { "@type": x.TcpProxy, cluster: c, idle_timeout: soon } }] }]
+  clusters:
+  - name: c
+    load_assignment: { endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 1.2.3.4, port_value: 1 } } } }] }] }
 "#,
     )
     .expect("converts");
@@ -294,4 +299,42 @@ fn durations() {
     );
     assert!(duration(&Value::from("5")).is_err());
     assert!(duration(&Value::from("-1s")).is_err());
+}
+
+#[test]
+fn tls_is_never_downgraded_to_plain_text() {
+    let doc = r#"
+static_resources:
+  listeners:
+  - name: tls
+    address: { socket_address: { address: 127.0.0.1, port_value: 443 } }
+    filter_chains:
+    - transport_socket: { name: envoy.transport_sockets.tls }
+      filters: [{ name: envoy.filters.network.tcp_proxy, typed_config: { "@type": x.TcpProxy, cluster: plain } }]
+  - name: plain
+    address: { socket_address: { address: 127.0.0.1, port_value: 80 } }
+    filter_chains: [{ filters: [{ name: envoy.filters.network.tcp_proxy, typed_config: { "@type": x.TcpProxy, cluster: secure } }] }]
+  - name: ok
+    address: { socket_address: { address: 127.0.0.1, port_value: 81 } }
+    filter_chains: [{ filters: [{ name: envoy.filters.network.tcp_proxy, typed_config: { "@type": x.TcpProxy, cluster: plain } }] }]
+  clusters:
+  - name: plain
+    load_assignment: { endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 10.0.0.1, port_value: 1 } } } }] }] }
+  - name: secure
+    transport_socket: { name: envoy.transport_sockets.tls }
+    load_assignment: { endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 10.0.0.1, port_value: 2 } } } }] }] }
+"#;
+    let i = import(doc).expect("converts");
+    let names: Vec<&str> = i.config.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["ok"]);
+    assert_eq!(i.config.clusters.len(), 1);
+    assert_eq!(
+        paths(&i),
+        [
+            "static_resources.clusters[1].transport_socket: TLS to upstreams is not supported: cluster skipped",
+            "static_resources.listeners[0].filter_chains[0].transport_socket: TLS termination is not supported: filter chain skipped",
+            "static_resources.listeners[0]: no filter chain could be converted (one with an http_connection_manager or tcp_proxy filter): listener skipped",
+            "static_resources.listeners[1]: cluster \"secure\" was not converted: listener skipped",
+        ]
+    );
 }
