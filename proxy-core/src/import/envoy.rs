@@ -175,10 +175,22 @@ pub fn import(text: &str) -> Result<Imported, ImportError> {
     if config.listeners.is_empty() {
         return Err(ImportError::NoListener);
     }
-    Ok(Imported {
-        config,
-        unmapped: w.unmapped,
-    })
+    // Document paths in order, indices numerically: a report that reads top to bottom.
+    let mut unmapped = w.unmapped;
+    unmapped.sort_by_cached_key(|u| path_key(&u.path));
+    Ok(Imported { config, unmapped })
+}
+
+/// A path as segments, list indices as numbers, so `[10]` sorts after `[9]`.
+fn path_key(path: &str) -> Vec<(String, u64)> {
+    path.split(['.', '['])
+        .map(
+            |seg| match seg.strip_suffix(']').and_then(|n| n.parse().ok()) {
+                Some(n) => (String::new(), n),
+                None => (seg.to_owned(), 0),
+            },
+        )
+        .collect()
 }
 
 /// Routes and TCP listeners whose cluster was not converted cannot work: they go too, each

@@ -332,8 +332,8 @@ static_resources:
         paths(&i),
         [
             "static_resources.clusters[1].transport_socket: TLS to upstreams is not supported: cluster skipped",
-            "static_resources.listeners[0].filter_chains[0].transport_socket: TLS termination is not supported: filter chain skipped",
             "static_resources.listeners[0]: no filter chain could be converted (one with an http_connection_manager or tcp_proxy filter): listener skipped",
+            "static_resources.listeners[0].filter_chains[0].transport_socket: TLS termination is not supported: filter chain skipped",
             "static_resources.listeners[1]: cluster \"secure\" was not converted: listener skipped",
         ]
     );
