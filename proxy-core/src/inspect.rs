@@ -470,7 +470,7 @@ fn failures_table(doc: &Value) -> String {
 }
 
 const TAP_COLUMNS: [(&str, usize); 12] = [
-    ("TIME", 23),
+    ("TIME", 24),
     ("STATUS", 6),
     ("METHOD", 6),
     ("PATH", 24),
