@@ -38,7 +38,9 @@ pub fn respond(state: &AdminState, method: &Method, uri: &Uri) -> Option<Respons
         let limit = filter
             .limit
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-        return Some(json(&tap.failures_json(limit)).map(BodyExt::boxed_unsync));
+        let (ring, total) = tap.failures();
+        let doc = tap::FailuresDoc::new(&ring, total, limit);
+        return Some(json(&doc).map(BodyExt::boxed_unsync));
     }
     let body = StreamBody::new(tap::stream(tap.subscribe(), filter));
     let mut r = Response::new(BodyExt::boxed_unsync(body));

@@ -1,8 +1,9 @@
 //! Live inspection: the requests passing now (`GET /tap` on the admin server) and the last
 //! failed ones (`GET /debug/failures`), each with its stage timings and reason chain.
 //!
-//! Cost when nobody taps: one relaxed atomic load when a request starts and one when it
-//! ends; a successful request records nothing else. A failed request (a local reply, or a
+//! Cost when nobody taps: one relaxed atomic load when a request starts, and a reference
+//! to its method and URI (reference-count increments, no copy); a successful request records
+//! nothing else. A failed request (a local reply, or a
 //! 5xx or reset from upstream) always records its attempts, since a failure cannot be
 //! known in advance and failures are the rare path.
 //!
@@ -21,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Uri, header};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -363,22 +364,30 @@ impl Tap {
             .unwrap_or_default();
         (ring, self.failures_total.load(Ordering::Relaxed))
     }
+}
 
-    /// The `/debug/failures` document: `{"failures_total", "kept", "failures": [...]}`,
-    /// newest first, at most `limit`.
-    pub fn failures_json(&self, limit: Option<usize>) -> Value {
-        let (ring, total) = self.failures();
-        let failures: Vec<Value> = ring
-            .iter()
-            .rev()
-            .take(limit.unwrap_or(FAILURES_KEPT))
-            .map(|e| encode(e, false))
-            .collect();
-        serde_json::json!({
-            "failures_total": total,
-            "kept": ring.len(),
-            "failures": failures,
-        })
+/// The `/debug/failures` document: `{"failures_total", "kept", "failures": [...]}`, newest
+/// first; header values are never shown.
+#[derive(Serialize)]
+pub struct FailuresDoc<'a> {
+    failures_total: u64,
+    kept: usize,
+    failures: Vec<Shown<'a>>,
+}
+
+impl<'a> FailuresDoc<'a> {
+    /// From [`Tap::failures`]: at most `limit` of them.
+    pub fn new(ring: &'a [Arc<Event>], total: u64, limit: Option<usize>) -> FailuresDoc<'a> {
+        FailuresDoc {
+            failures_total: total,
+            kept: ring.len(),
+            failures: ring
+                .iter()
+                .rev()
+                .take(limit.unwrap_or(FAILURES_KEPT))
+                .map(|e| Shown::new(e, false))
+                .collect(),
+        }
     }
 }
 
@@ -499,30 +508,58 @@ fn sensitive(name: &str) -> bool {
     EXACT.contains(&name) || PARTS.iter().any(|p| name.contains(p))
 }
 
-/// An event as one JSON object; header values only when `values` and not sensitive.
-pub fn encode(e: &Event, values: bool) -> Value {
-    let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
-    if let (Some(h), Some(obj)) = (&e.request_headers, v.as_object_mut()) {
-        let mut m = Map::new();
-        for (name, value) in h {
-            let shown = if values && !sensitive(name.as_str()) {
-                String::from_utf8_lossy(value.as_bytes()).into_owned()
+/// An event as a tapper sees it: its fields in order, then the request headers, values shown
+/// only when asked for and never those that carry credentials.
+#[derive(Serialize)]
+pub struct Shown<'a> {
+    #[serde(flatten)]
+    event: &'a Event,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_headers: Option<HeadersView<'a>>,
+}
+
+impl<'a> Shown<'a> {
+    pub fn new(event: &'a Event, values: bool) -> Shown<'a> {
+        Shown {
+            event,
+            request_headers: event
+                .request_headers
+                .as_ref()
+                .map(|headers| HeadersView { headers, values }),
+        }
+    }
+}
+
+struct HeadersView<'a> {
+    headers: &'a HeaderMap,
+    values: bool,
+}
+
+impl Serialize for HeadersView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.headers.keys_len()))?;
+        for name in self.headers.keys() {
+            let shown = if self.values && !sensitive(name.as_str()) {
+                let all: Vec<String> = self
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .collect();
+                all.join(", ")
             } else {
                 REDACTED.to_owned()
             };
-            match m.get_mut(name.as_str()) {
-                Some(Value::String(prev)) => {
-                    prev.push_str(", ");
-                    prev.push_str(&shown);
-                }
-                _ => {
-                    m.insert(name.as_str().to_owned(), Value::String(shown));
-                }
-            }
+            m.serialize_entry(name.as_str(), &shown)?;
         }
-        obj.insert("request_headers".into(), Value::Object(m));
+        m.end()
     }
-    v
+}
+
+/// An event as one JSON line (without the newline), fields in their declared order.
+pub fn encode(e: &Event, values: bool) -> Vec<u8> {
+    serde_json::to_vec(&Shown::new(e, values)).unwrap_or_default()
 }
 
 /// The `/tap` response body: JSON lines until `limit` events were sent or the client leaves.
@@ -536,16 +573,14 @@ pub fn stream(
             return None;
         }
         loop {
-            let line = match sub.rx.recv().await {
-                Ok(e) if filter.matches(&e) => encode(&e, filter.headers),
+            let (mut bytes, counted) = match sub.rx.recv().await {
+                Ok(e) if filter.matches(&e) => (encode(&e, filter.headers), true),
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    serde_json::json!({ "dropped": n })
+                    (format!("{{\"dropped\":{n}}}").into_bytes(), false)
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             };
-            let counted = line.get("dropped").is_none();
-            let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
             bytes.push(b'\n');
             let left = match (left, counted) {
                 (Some(n), true) => Some(n - 1),
@@ -610,7 +645,8 @@ mod tests {
             r.attempt_end(ep, None, None, Ok(503));
             tap.finish(r, end(&l, 503));
         }
-        let doc = tap.failures_json(Some(1));
+        let (ring, total) = tap.failures();
+        let doc = serde_json::to_value(FailuresDoc::new(&ring, total, Some(1))).expect("json");
         assert_eq!(doc["failures_total"], FAILURES_KEPT as u64 + 5);
         assert_eq!(doc["kept"], FAILURES_KEPT);
         let newest = &doc["failures"][0];
