@@ -22,7 +22,6 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Uri, header};
 use serde::Serialize;
-use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -597,6 +596,7 @@ pub fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn end<'a>(listener: &'a Arc<str>, status: u16) -> End<'a> {
         End {
