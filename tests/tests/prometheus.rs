@@ -241,6 +241,22 @@ async fn prometheus_scrapes_the_request_rate_and_error_ratio_that_were_sent() {
         .await
         .expect("a median");
     assert!(p50 > 0.0 && p50 < 0.05, "median {p50}s");
+    // The upstream's share: every attempt went to one of the two clusters.
+    let attempts = prom
+        .one("sum(sidecar_upstream_request_duration_seconds_count)", None)
+        .await;
+    assert_eq!(attempts, Ok(f64::from(sent)));
+    let up_p50 = prom
+        .one(
+            "histogram_quantile(0.5, sum by (le) (rate(sidecar_upstream_request_duration_seconds_bucket[5s])))",
+            Some(mid),
+        )
+        .await
+        .expect("an upstream median");
+    assert!(
+        up_p50 > 0.0 && up_p50 <= p50,
+        "upstream median {up_p50}s, whole {p50}s"
+    );
     eprintln!(
         "sent {rate_sent:.1} req/s; prometheus: rate {rate:.1}/s, error ratio {ratio:.3}, \
          upstream error ratio {upstream_ratio:.3}, median {:.3} ms",

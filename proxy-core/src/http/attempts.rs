@@ -52,7 +52,8 @@ async fn send_within(
     per_try: bool,
     tap: &mut tap::Record,
 ) -> Result<Sent, ProxyError> {
-    let started = tap.attempt_start();
+    let sent_at = Instant::now();
+    let started = tap.attempt_start(sent_at);
     let mut connect = None;
     let sending = client::send(cluster, endpoint, req, &mut connect);
     let outcome = match tokio::time::timeout(limit, sending).await {
@@ -69,6 +70,7 @@ async fn send_within(
     if let Ok((resp, _)) = &outcome {
         cluster.stats.response(resp.status().as_u16());
     }
+    cluster.stats.duration.observe(sent_at.elapsed());
     cluster.record_outcome(endpoint, outcome_of(&outcome));
     let status = outcome.as_ref().map(|(r, _)| r.status().as_u16());
     tap.attempt_end(endpoint.addr, started, connect, status);

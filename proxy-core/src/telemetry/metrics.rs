@@ -137,6 +137,7 @@ pub struct Metrics {
     us_active_connections: Family<ClusterLabels, Gauge>,
     us_connections: Family<ClusterLabels, Counter>,
     us_per_try_timeouts: Family<ClusterLabels, Counter>,
+    us_duration: Family<ClusterLabels, LatencyHistogram>,
     retries: Family<ClusterReasonLabels, Counter>,
     retry_budget_exhausted: Family<ClusterLabels, Counter>,
     retries_not_attempted: Family<ClusterReasonLabels, Counter>,
@@ -172,6 +173,7 @@ impl Metrics {
             us_active_connections: Family::default(),
             us_connections: Family::default(),
             us_per_try_timeouts: Family::default(),
+            us_duration: Family::default(),
             retries: Family::default(),
             retry_budget_exhausted: Family::default(),
             retries_not_attempted: Family::default(),
@@ -247,6 +249,12 @@ impl Metrics {
             "upstream_connections",
             "Upstream connections established",
             m.us_connections.clone(),
+        );
+        r.register_with_unit(
+            "upstream_request_duration",
+            "Time from sending an attempt upstream to its response headers (or its failure), by cluster",
+            Unit::Seconds,
+            m.us_duration.clone(),
         );
         r.register(
             "upstream_per_try_timeouts",
@@ -419,6 +427,7 @@ impl Metrics {
             active_connections: member(&self.us_active_connections, &c),
             connections: member(&self.us_connections, &c),
             per_try_timeouts: member(&self.us_per_try_timeouts, &c),
+            duration: member(&self.us_duration, &c),
             retries: crate::config::RetryOn::ALL.map(|r| {
                 member(
                     &self.retries,
@@ -562,6 +571,8 @@ pub struct ClusterStats {
     pub active_connections: Gauge,
     pub connections: Counter,
     pub per_try_timeouts: Counter,
+    /// Attempt sent to response headers: the upstream's share of a request's time.
+    pub duration: LatencyHistogram,
     /// By `RetryOn::index`.
     retries: [Counter; 7],
     pub retry_budget_exhausted: Counter,

@@ -217,10 +217,9 @@ impl Record {
         }
     }
 
-    /// An attempt starts: its start time while tapping, for its timings.
-    pub fn attempt_start(&mut self) -> Option<Instant> {
+    /// An attempt starts at `now`: kept while tapping, for its timings.
+    pub fn attempt_start(&mut self, now: Instant) -> Option<Instant> {
         let f = self.facts.as_mut().filter(|f| f.timed)?;
-        let now = Instant::now();
         f.first_send.get_or_insert(now);
         Some(now)
     }
@@ -626,7 +625,7 @@ mod tests {
         let l: Arc<str> = "in".into();
         let mut r = Record::begin(&tap, &request("/ok"));
         assert!(!r.tapped());
-        assert_eq!(r.attempt_start(), None);
+        assert_eq!(r.attempt_start(Instant::now()), None);
         r.attempt_end("127.0.0.1:1".parse().expect("addr"), None, None, Ok(200));
         assert!(r.facts.is_none(), "a success allocates nothing");
         tap.finish(r, end(&l, 200));
