@@ -253,13 +253,11 @@ async fn prometheus_scrapes_the_request_rate_and_error_ratio_that_were_sent() {
         )
         .await
         .expect("an upstream median");
-    assert!(
-        up_p50 > 0.0 && up_p50 <= p50,
-        "upstream median {up_p50}s, whole {p50}s"
-    );
+    assert!(up_p50 > 0.0 && up_p50 < 0.05, "upstream median {up_p50}s");
     eprintln!(
         "sent {rate_sent:.1} req/s; prometheus: rate {rate:.1}/s, error ratio {ratio:.3}, \
-         upstream error ratio {upstream_ratio:.3}, median {:.3} ms",
-        p50 * 1000.0
+         upstream error ratio {upstream_ratio:.3}, median {:.3} ms (upstream {:.3} ms)",
+        p50 * 1000.0,
+        up_p50 * 1000.0
     );
 }
