@@ -32,7 +32,7 @@ trap on_exit EXIT
 
 # command -> the Debian package that provides it
 declare -A PKG=(
-  [nginx]=nginx [haproxy]=haproxy [wrk]=wrk [h2load]=nghttp2-client [promtool]=prometheus
+  [nginx]=nginx [haproxy]=haproxy [wrk]=wrk [h2load]=nghttp2-client [promtool]=prometheus [prometheus]=prometheus
   [redis-server]=redis-server [iptables]=iptables [ip]=iproute2 [tcpdump]=tcpdump [curl]=curl
 )
 step "test peers: ${!PKG[*]}"

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::config::ListenerProtocol;
+
+mod inspect;
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::Metrics;
 
@@ -144,7 +146,7 @@ pub fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /live /ready /metrics /clusters /listeners /config_dump, POST /drain /shutdown\n",
+            "not found; try /live /ready /metrics /clusters /listeners /config_dump /tap /debug/failures, POST /drain /shutdown\n",
         ),
     }
 }
@@ -159,7 +161,12 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let r = respond(&state, req.method(), req.uri().path());
+                let r = match inspect::respond(&state, req.method(), req.uri()) {
+                    Some(r) => r,
+                    None => {
+                        respond(&state, req.method(), req.uri().path()).map(BodyExt::boxed_unsync)
+                    }
+                };
                 async move { Ok::<_, Infallible>(r) }
             });
             let _ = hyper::server::conn::http1::Builder::new()

@@ -14,6 +14,8 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod import;
+pub mod inspect;
 pub mod listener;
 pub mod observed;
 pub mod ratelimit;

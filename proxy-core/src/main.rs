@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use proxy_core::config::{self, Config};
+use proxy_core::inspect;
 use proxy_core::runtime;
 use proxy_core::telemetry::logging::{self, LogFormat};
 
@@ -47,6 +48,35 @@ enum Command {
     },
     /// Print the built-in default config.
     DefaultConfig,
+    /// Convert an Envoy v3 static bootstrap to a sidecar config on stdout; every field that
+    /// could not be converted is reported on stderr with its path.
+    ImportEnvoy {
+        /// The Envoy bootstrap (YAML or JSON).
+        file: PathBuf,
+    },
+    /// Show a running sidecar's listeners, routes, clusters or recent failures as a table.
+    Status {
+        view: inspect::View,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Print the requests passing through a running sidecar now, one line each.
+    Tap {
+        #[command(flatten)]
+        filters: inspect::TapArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The running sidecar's admin address.
+    #[arg(long, env = "SIDECAR_ADMIN_ADDRESS", default_value = "127.0.0.1:15000")]
+    admin: String,
+    /// `table` for people, `json` for scripts (what the admin API answered).
+    #[arg(long, short = 'o', value_enum, default_value_t = inspect::Output::Table)]
+    output: inspect::Output,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +95,27 @@ fn main() -> ExitCode {
                 eprintln!("{}: {} problem(s)", file.display(), errs.0.len());
                 eprintln!("{errs}");
                 ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::ImportEnvoy { file } => proxy_core::import::envoy::run_cli(&file),
+        Command::Status { view, admin } => {
+            match inspect::status(&admin.admin, view, admin.output) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sidecar status: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Tap { filters, admin } => match inspect::tap(&admin.admin, &filters, admin.output)
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sidecar tap: {e}");
+                ExitCode::FAILURE
             }
         },
         Command::Run => run(cli.run),

@@ -24,6 +24,7 @@ use crate::cluster::outlier::Outcome;
 use crate::cluster::{Cluster, Endpoint};
 use crate::error::ProxyError;
 use crate::resilience::retry::{ATTEMPT_COUNT_HEADER, Pause, RetryPolicy};
+use crate::telemetry::tap;
 
 /// An upstream response, and for HTTP/1 the connection to pool when its body ends.
 pub(super) type Sent = (Response<Incoming>, Option<http1::SendRequest<RequestBody>>);
@@ -37,7 +38,7 @@ pub(super) async fn once(
     finish: &mut Finish,
 ) -> Result<Sent, ProxyError> {
     finish.sending_to(endpoint);
-    send_within(cluster, endpoint, req, timeout, false).await
+    send_within(cluster, endpoint, req, timeout, false, &mut finish.tap).await
 }
 
 /// One attempt at `endpoint`, given `limit` to answer with its response headers: counted
@@ -49,8 +50,13 @@ async fn send_within(
     req: Request<RequestBody>,
     limit: Duration,
     per_try: bool,
+    tap: &mut tap::Record,
 ) -> Result<Sent, ProxyError> {
-    let outcome = match tokio::time::timeout(limit, client::send(cluster, endpoint, req)).await {
+    let sent_at = Instant::now();
+    let started = tap.attempt_start(sent_at);
+    let mut connect = None;
+    let sending = client::send(cluster, endpoint, req, &mut connect);
+    let outcome = match tokio::time::timeout(limit, sending).await {
         Ok(outcome) => outcome,
         Err(_) if per_try => {
             cluster.stats.per_try_timeouts.inc();
@@ -64,7 +70,10 @@ async fn send_within(
     if let Ok((resp, _)) = &outcome {
         cluster.stats.response(resp.status().as_u16());
     }
+    cluster.stats.duration.observe(sent_at.elapsed());
     cluster.record_outcome(endpoint, outcome_of(&outcome));
+    let status = outcome.as_ref().map(|(r, _)| r.status().as_u16());
+    tap.attempt_end(endpoint.addr, started, connect, status);
     outcome
 }
 
@@ -155,8 +164,10 @@ pub(super) async fn with_retries(
         // A per-try timeout shorter than what is left sets this attempt's limit; otherwise
         // the attempt has the rest of the route timeout, and running out ends the request.
         let outcome = match policy.per_try_timeout {
-            Some(t) if t < left => send_within(cluster, &endpoint, req, t, true).await,
-            _ => match send_within(cluster, &endpoint, req, left, false).await {
+            Some(t) if t < left => {
+                send_within(cluster, &endpoint, req, t, true, &mut finish.tap).await
+            }
+            _ => match send_within(cluster, &endpoint, req, left, false, &mut finish.tap).await {
                 Err(ProxyError::Timeout(_)) => return Err(ProxyError::Timeout(timeout)),
                 outcome => outcome,
             },
@@ -214,6 +225,7 @@ pub(super) async fn with_retries(
             return outcome;
         }
         cluster.stats.retry(reason);
+        finish.tap.retried(reason.as_str());
         tracing::debug!(cluster = %cluster.name, endpoint = %endpoint.addr, attempt, reason = reason.as_str(), ?wait, "retrying");
         // A retried response's connection is closed with it: its body was not read.
         drop(outcome);

@@ -163,8 +163,13 @@ async fn connect(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyError>
     }
 }
 
-/// A connection for one request: pooled if one is ready, else new.
-pub async fn checkout(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyError> {
+/// A connection for one request: pooled if one is ready, else new (its connect time, for
+/// the tap, goes to `connect_time`).
+pub async fn checkout(
+    cluster: &Cluster,
+    ep: &Endpoint,
+    connect_time: &mut Option<Duration>,
+) -> Result<Sender, ProxyError> {
     match cluster.config.protocol {
         UpstreamProtocol::Http1 => {
             while let Some(mut tx) = ep.pool.take_idle() {
@@ -179,7 +184,10 @@ pub async fn checkout(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyE
             };
             // Boxed: the connect future is large and rare; inline, every request's future
             // would carry (and move) its space.
-            Box::pin(connect(cluster, ep)).await
+            let started = Instant::now();
+            let sender = Box::pin(connect(cluster, ep)).await;
+            *connect_time = Some(started.elapsed());
+            sender
         }
         UpstreamProtocol::Http2 => {
             if let Some(tx) = ep.pool.h2.lock().ok().and_then(|g| g.clone())
@@ -191,7 +199,10 @@ pub async fn checkout(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyE
                 Some(l) => Some(l.pending.acquire(&cluster.name)?),
                 None => None,
             };
-            let sender = Box::pin(connect(cluster, ep)).await?;
+            let started = Instant::now();
+            let sender = Box::pin(connect(cluster, ep)).await;
+            *connect_time = Some(started.elapsed());
+            let sender = sender?;
             if let (Sender::H2(tx), Ok(mut slot)) = (&sender, ep.pool.h2.lock()) {
                 *slot = Some(tx.clone());
             }
@@ -207,10 +218,11 @@ pub async fn send(
     cluster: &Cluster,
     ep: &Endpoint,
     req: Request<RequestBody>,
+    connect_time: &mut Option<Duration>,
 ) -> Result<(Response<Incoming>, Option<H1>), ProxyError> {
     let mut req = req;
     for attempt in 0..2 {
-        match checkout(cluster, ep).await? {
+        match checkout(cluster, ep, connect_time).await? {
             Sender::H1(mut tx) => match tx.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, Some(tx))),
                 Err(mut e) => match e.take_message() {

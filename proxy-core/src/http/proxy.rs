@@ -37,6 +37,7 @@ use crate::route::{Route, rewrite_headers};
 use crate::snapshot::{ListenerRoutes, Snapshot};
 use crate::telemetry::access_log::{self, AccessLog};
 use crate::telemetry::metrics::{ListenerStats, RouteStats};
+use crate::telemetry::tap;
 use crate::telemetry::trace::{self, Tracer};
 
 /// What a listener's connections share.
@@ -171,6 +172,8 @@ pub struct Finish {
     trace: Option<Box<TraceFacts>>,
     /// Attempts sent upstream (retries are the ones past the first).
     attempts: u32,
+    /// What `/tap` and `/debug/failures` show of this request.
+    pub(super) tap: tap::Record,
 }
 
 impl Finish {
@@ -217,6 +220,18 @@ impl Finish {
     pub(super) fn done(self, bytes_sent: u64) {
         let elapsed = self.start.elapsed();
         self.stats.record(self.status, elapsed);
+        self.listener.stats.tap.finish(
+            self.tap,
+            tap::End {
+                listener: &self.listener.name,
+                route: Some(&self.stats.route),
+                cluster: Some(&self.stats.cluster),
+                status: self.status,
+                elapsed,
+                bytes_sent,
+                upstream: self.active.as_ref().map(|a| a.endpoint().addr),
+            },
+        );
         self.listener.stats.active_requests.dec();
         let now_ms = self.down.epoch.elapsed().as_millis() as u64;
         self.down.last_active_ms.store(now_ms, Ordering::Release);
@@ -427,6 +442,7 @@ pub async fn handle(
         log: None,
         trace: None,
         attempts: 0,
+        tap: tap::Record::begin(&l.stats.tap, &req),
     };
     let routes = snap.listeners.get(&*l.name).cloned();
     let result = match routes {
@@ -438,6 +454,7 @@ pub async fn handle(
     };
     let mut resp = match result {
         Ok(Forwarded::Response(resp, pooled)) => {
+            finish.tap.response(&resp);
             resp.map(|b| ResponseBody::upstream(b, pooled, finish))
         }
         Ok(Forwarded::Upgraded(parts)) => {
@@ -445,6 +462,7 @@ pub async fn handle(
         }
         Err((err, request_id)) => {
             l.stats.local_reply(err.reason());
+            finish.tap.local_reply(&err, request_id.as_ref());
             finish.local_reply(err.reason());
             tracing::debug!(listener = %l.name, reason = err.reason(), error = %err, "local reply");
             let (parts, body) = local_reply(&err, request_id.as_ref()).into_parts();
@@ -527,6 +545,12 @@ async fn forward(
                     .map(|(_, c)| (c.trace_id_hex(), c.span_id_hex())),
             }),
         ));
+    }
+
+    if received.is_none() && finish.tap.tapped() {
+        let counter = Arc::new(AtomicU64::new(0));
+        received = Some(counter.clone());
+        finish.tap.count_received(counter);
     }
 
     // Limits before any routing work: a request over them costs nothing more.

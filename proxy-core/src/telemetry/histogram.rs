@@ -9,10 +9,11 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-/// Bucket bounds in seconds, dense below a millisecond where a proxy's own time lives.
+/// Bucket bounds in seconds, dense below a millisecond where a proxy's own time lives: a
+/// proxied request on loopback takes 30 to 100 µs, so the lowest bounds are 25 and 50 µs.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0,
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 /// Counts per bucket and the sum of observed durations.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::histogram::LatencyHistogram;
+use super::tap::Tap;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -144,6 +145,8 @@ fn class_index(status: u16) -> usize {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
+    /// Live inspection of requests; travels with the metrics handles to every listener.
+    tap: Arc<Tap>,
     requests: Family<RouteClassLabels, Counter>,
     duration: Family<RouteLabels, LatencyHistogram>,
     local_replies: Family<ReasonLabels, Counter>,
@@ -157,6 +160,7 @@ pub struct Metrics {
     us_active_connections: Family<ClusterLabels, Gauge>,
     us_connections: Family<ClusterLabels, Counter>,
     us_per_try_timeouts: Family<ClusterLabels, Counter>,
+    us_duration: Family<ClusterLabels, LatencyHistogram>,
     retries: Family<ClusterReasonLabels, Counter>,
     retry_budget_exhausted: Family<ClusterLabels, Counter>,
     retries_not_attempted: Family<ClusterReasonLabels, Counter>,
@@ -183,6 +187,7 @@ impl Metrics {
         let mut r = Registry::with_prefix(prefix);
         let m = Metrics {
             registry: Arc::default(),
+            tap: Tap::new(),
             requests: Family::default(),
             duration: Family::default(),
             local_replies: Family::default(),
@@ -196,6 +201,7 @@ impl Metrics {
             us_active_connections: Family::default(),
             us_connections: Family::default(),
             us_per_try_timeouts: Family::default(),
+            us_duration: Family::default(),
             retries: Family::default(),
             retry_budget_exhausted: Family::default(),
             retries_not_attempted: Family::default(),
@@ -276,6 +282,12 @@ impl Metrics {
             "upstream_connections",
             "Upstream connections established",
             m.us_connections.clone(),
+        );
+        r.register_with_unit(
+            "upstream_request_duration",
+            "Time from sending an attempt upstream to its response headers (or its failure), by cluster",
+            Unit::Seconds,
+            m.us_duration.clone(),
         );
         r.register(
             "upstream_per_try_timeouts",
@@ -396,6 +408,11 @@ impl Metrics {
         out
     }
 
+    /// The process's tap (`/tap`, `/debug/failures`).
+    pub fn tap(&self) -> &Arc<Tap> {
+        &self.tap
+    }
+
     pub fn route(&self, listener: &str, route: &str, cluster: &str) -> RouteStats {
         let labels = |class| RouteClassLabels {
             listener: listener.into(),
@@ -404,6 +421,8 @@ impl Metrics {
             code_class: class,
         };
         RouteStats {
+            route: route.into(),
+            cluster: cluster.into(),
             classes: CLASSES.map(|c| member(&self.requests, &labels(c))),
             duration: member(
                 &self.duration,
@@ -433,6 +452,7 @@ impl Metrics {
             bytes_downstream: member(&self.tcp_bytes, &dir("downstream")),
             unrouted: Arc::new(self.route(listener, "", "")),
             local_replies: self.local_replies.clone(),
+            tap: self.tap.clone(),
         }
     }
 
@@ -465,6 +485,7 @@ impl Metrics {
             active_connections: member(&self.us_active_connections, &c),
             connections: member(&self.us_connections, &c),
             per_try_timeouts: member(&self.us_per_try_timeouts, &c),
+            duration: member(&self.us_duration, &c),
             retries: crate::config::RetryOn::ALL.map(|r| {
                 member(
                     &self.retries,
@@ -628,6 +649,9 @@ impl Metrics {
 /// RED handles of one (listener, route, cluster).
 #[derive(Clone, Debug)]
 pub struct RouteStats {
+    /// The route and cluster names (empty before routing), for the tap.
+    pub route: Arc<str>,
+    pub cluster: Arc<str>,
     classes: [Counter; 5],
     duration: LatencyHistogram,
 }
@@ -660,6 +684,7 @@ pub struct ListenerStats {
     /// Requests answered before a route was chosen (no route, malformed).
     pub unrouted: Arc<RouteStats>,
     local_replies: Family<ReasonLabels, Counter>,
+    pub tap: Arc<Tap>,
 }
 
 impl ListenerStats {
@@ -686,6 +711,8 @@ pub struct ClusterStats {
     pub active_connections: Gauge,
     pub connections: Counter,
     pub per_try_timeouts: Counter,
+    /// Attempt sent to response headers: the upstream's share of a request's time.
+    pub duration: LatencyHistogram,
     /// By `RetryOn::index`.
     retries: [Counter; 7],
     pub retry_budget_exhausted: Counter,
@@ -748,6 +775,8 @@ mod tests {
         m.route("l", "r", "c")
             .record(200, Duration::from_micros(50));
         let text = m.encode();
+        assert!(text.contains("le=\"2.5e-05\"} 0"), "{text}");
+        assert!(text.contains("le=\"5e-05\"} 1"), "{text}");
         assert!(text.contains("le=\"0.0001\"} 1"), "{text}");
         assert!(text.contains("le=\"30\"} 1"), "{text}");
         assert!(text.contains("le=\"+Inf\"} 1"), "{text}");

@@ -6,4 +6,5 @@ pub mod histogram;
 pub mod logging;
 pub mod metrics;
 pub mod span_export;
+pub mod tap;
 pub mod trace;

@@ -1,0 +1,3 @@
+//! Converters from other proxies' config formats into ours.
+
+pub mod envoy;
