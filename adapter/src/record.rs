@@ -7,7 +7,118 @@
 //! field here in the order the schema documents; the only allocation is the output buffer,
 //! which the caller reuses line after line.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
 use crate::parse::timestamp::Timestamp;
+
+/// The names used so far at one level of a record, for fields whose names come from the
+/// line itself (key-value keys, CEF extension keys, RFC 5424 SD-IDs and parameters, nginx
+/// error context, JSON keys). A JSON object with a repeated key is ambiguous (parsers keep
+/// the first, the last, or fail), so every name is written once per object:
+///
+/// **the first field to claim a name keeps it; a later field with the same name gets `_`
+/// prepended until the name is free** (`name`, then `_name`, then `__name`). Nothing is
+/// dropped, and the fields a format always writes are claimed first, so they keep their
+/// documented names.
+#[derive(Debug, Default)]
+pub struct Names<'a> {
+    /// Few names (the usual case) are searched linearly: no hashing, one allocation.
+    used: Vec<Cow<'a, str>>,
+    /// Past [`LINEAR_NAMES`] they move here, so a line with thousands of keys stays linear.
+    index: HashSet<Cow<'a, str>>,
+}
+
+const LINEAR_NAMES: usize = 16;
+
+impl<'a> Names<'a> {
+    /// A set with `fixed` already claimed.
+    pub fn with(fixed: &[&'static str]) -> Self {
+        let mut names = Names::default();
+        for name in fixed {
+            names.insert(Cow::Borrowed(name));
+        }
+        names
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        if self.index.is_empty() {
+            self.used.iter().any(|used| used == name)
+        } else {
+            self.index.contains(name)
+        }
+    }
+
+    fn insert(&mut self, name: Cow<'a, str>) {
+        if !self.index.is_empty() {
+            self.index.insert(name);
+            return;
+        }
+        self.used.push(name);
+        if self.used.len() > LINEAR_NAMES {
+            self.index = self.used.drain(..).collect();
+        }
+    }
+
+    /// Claims `wanted`, or the first free `_`-prefixed form of it, and returns the name to
+    /// write.
+    pub fn claim(&mut self, wanted: &'a str) -> Cow<'a, str> {
+        if !self.contains(wanted) {
+            self.insert(Cow::Borrowed(wanted));
+            return Cow::Borrowed(wanted);
+        }
+        let name = self.free_prefixed(wanted);
+        self.insert(Cow::Owned(name.clone()));
+        Cow::Owned(name)
+    }
+
+    /// [`Names::claim`] for a name the caller owns.
+    pub fn claim_owned(&mut self, wanted: String) -> String {
+        let name = if self.contains(&wanted) {
+            self.free_prefixed(&wanted)
+        } else {
+            wanted
+        };
+        self.insert(Cow::Owned(name.clone()));
+        name
+    }
+
+    fn free_prefixed(&self, wanted: &str) -> String {
+        let mut name = String::with_capacity(wanted.len() + 1);
+        name.push('_');
+        name.push_str(wanted);
+        while self.contains(&name) {
+            name.insert(0, '_');
+        }
+        name
+    }
+}
+
+/// The top-level keys of a JSON object text, collected without building its values.
+struct TopLevelKeys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for TopLevelKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeysVisitor;
+        impl<'de> Visitor<'de> for KeysVisitor {
+            type Value = TopLevelKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevelKeys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<IgnoredAny>()?;
+                    keys.push(key);
+                }
+                Ok(TopLevelKeys(keys))
+            }
+        }
+        deserializer.deserialize_map(KeysVisitor)
+    }
+}
 
 /// Bytes that JSON forbids raw inside a string, plus `"` and `\`.
 static NEEDS_ESCAPE: [bool; 256] = {
@@ -211,6 +322,25 @@ impl<'o> Record<'o> {
         if !inner.is_empty() {
             self.out.extend_from_slice(inner.as_bytes());
         }
+    }
+
+    /// Writes one of the adapter's own flags (`truncated`, `invalid_utf8`) after the parsed
+    /// fields. The line's fields win a name clash: when the line already produced a field
+    /// called `name`, the flag is written as `_name` (or `__name`, ...), see [`Names`].
+    /// Flags are rare, so finding the names already written by reading the record back
+    /// costs nothing on the common path.
+    pub fn flag(&mut self, name: &str) {
+        let mut written = self.out[self.start..].to_vec();
+        written.push(b'}');
+        let keys = serde_json::from_slice::<TopLevelKeys>(&written)
+            .map(|keys| keys.0)
+            .unwrap_or_default();
+        let mut names = Names::default();
+        for key in keys {
+            names.claim_owned(key);
+        }
+        let name = names.claim(name);
+        self.bool(&name, true);
     }
 
     /// Closes the record and ends the line.

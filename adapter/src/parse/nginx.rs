@@ -11,7 +11,7 @@ use super::syntax::{
     quoted_then, spaces, unescape, word,
 };
 use super::timestamp::{TimeContext, num, parse_clf, parse_clock};
-use crate::record::Record;
+use crate::record::{Names, Record};
 
 struct Access<'a> {
     client: &'a str,
@@ -226,6 +226,8 @@ pub fn parse_error(
 
 /// `, client: 1.2.3.4, server: x, request: "GET / HTTP/1.1", host: "h"`.
 fn write_context(mut context: &str, rec: &mut Record<'_>) {
+    // nginx writes each key once; a line that repeats one keeps every value (see `Names`).
+    let mut names = Names::default();
     while let Some(after_comma) = context.strip_prefix(", ") {
         let Some((key, value_and_rest)) = after_comma.split_once(": ") else {
             return;
@@ -242,11 +244,11 @@ fn write_context(mut context: &str, rec: &mut Record<'_>) {
             });
             match close {
                 Some(at) => {
-                    rec.str(name, &unescape(&body[..at]));
+                    rec.str(&names.claim(name), &unescape(&body[..at]));
                     context = &body[at + 1..];
                 }
                 None => {
-                    rec.str(name, value_and_rest);
+                    rec.str(&names.claim(name), value_and_rest);
                     return;
                 }
             }
@@ -256,7 +258,7 @@ fn write_context(mut context: &str, rec: &mut Record<'_>) {
                 .filter_map(|probe| value_and_rest.find(probe))
                 .min()
                 .unwrap_or(value_and_rest.len());
-            rec.str(name, &value_and_rest[..end]);
+            rec.str(&names.claim(name), &value_and_rest[..end]);
             context = &value_and_rest[end..];
         }
     }

@@ -8,7 +8,7 @@ use nom::Parser as _;
 use super::level::{self, SYSLOG_SEVERITY};
 use super::syntax::{Failure, PResult, Syntax, digits, expect, present, spaces, word};
 use super::timestamp::{TimeContext, Timestamp, month_from_abbr, num, parse_clock, parse_iso8601};
-use crate::record::Record;
+use crate::record::{Names, Record};
 
 /// Facility names as Vector (through `syslog_loose`) writes them, by facility number.
 const FACILITY: [&str; 24] = [
@@ -115,6 +115,7 @@ pub fn parse_rfc5424(
         at: super::syntax::offset(line, rest),
     })?;
     let message = write_structured_data(line, rest, rec)?;
+    // `message` is claimed by the format, so an SD-ID of that name was moved aside.
     let message = message.strip_prefix(' ').unwrap_or(message);
     let message = message.strip_prefix('\u{feff}').unwrap_or(message);
     rec.str("message", message.trim_end());
@@ -123,6 +124,21 @@ pub fn parse_rfc5424(
 
 /// Writes `-` or `[id k="v" ...][id2 ...]` as one object per element and returns what
 /// follows.
+/// The fields an RFC 5424 record always may have: an SD-ID of one of these names is
+/// written `_`-prefixed (see [`Names`]), as is a repeated SD-ID or parameter name.
+const RFC5424_FIELDS: [&str; 10] = [
+    "facility",
+    "severity",
+    "level",
+    "version",
+    "timestamp",
+    "hostname",
+    "appname",
+    "procid",
+    "msgid",
+    "message",
+];
+
 fn write_structured_data<'a>(
     line: &str,
     input: &'a str,
@@ -131,6 +147,7 @@ fn write_structured_data<'a>(
     if let Some(rest) = input.strip_prefix('-') {
         return Ok(rest);
     }
+    let mut ids = Names::with(&RFC5424_FIELDS);
     let at = |s: &str| super::syntax::offset(line, s);
     let mut rest = input;
     if !rest.starts_with('[') {
@@ -151,8 +168,9 @@ fn write_structured_data<'a>(
                 at: at(element),
             });
         }
-        rec.begin_object(id);
+        rec.begin_object(&ids.claim(id));
         let mut params = &element[id_end..];
+        let mut param_names = Names::default();
         loop {
             params = params.trim_start_matches(' ');
             if let Some(after) = params.strip_prefix(']') {
@@ -173,7 +191,7 @@ fn write_structured_data<'a>(
                 what: "the closing `\"` of a structured data value",
                 at: at(body),
             })?;
-            rec.str(name, &value);
+            rec.str(&param_names.claim(name), &value);
             params = after;
         }
         rec.end_object();
