@@ -2,7 +2,8 @@
 //! line comes out as exactly one JSON object on one line, with the raw text kept when the
 //! line did not parse.
 
-mod common;
+#[path = "common/json_check.rs"]
+mod json_check;
 
 use adapter::input::pump;
 use adapter::parse::{Format, Outcome, Parser, ParserConfig};
@@ -85,7 +86,7 @@ fn check_line(line: &[u8], max_line_bytes: usize) -> Result<(), TestCaseError> {
             "{} wrote more than one line",
             format
         );
-        if let Err(reason) = common::json_check::check_record(&out[..out.len() - 1]) {
+        if let Err(reason) = json_check::check_record(&out[..out.len() - 1]) {
             return Err(TestCaseError::fail(format!("{format}: {reason}")));
         }
         let record: serde_json::Value = match serde_json::from_slice(&out) {

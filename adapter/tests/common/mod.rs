@@ -1,3 +1,4 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests (and, through `#[path]`, the fuzz targets).
 
+pub mod fuzz_check;
 pub mod json_check;
