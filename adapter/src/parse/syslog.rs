@@ -292,7 +292,13 @@ pub(crate) struct Bsd<'a> {
 /// (`Microsoft Word[14463]: …`). Only taken when `[digits]:` follows soon, with no colon
 /// before it, so an ordinary message with a bracket later on is not mistaken for a tag.
 fn spaced_tag_end(tag_start: &str) -> Option<usize> {
-    let window = &tag_start[..tag_start.len().min(64)];
+    // At most 64 bytes, cut back to a character boundary (found by cargo fuzz: a cut
+    // inside a multi-byte character panicked).
+    let mut cut = tag_start.len().min(64);
+    while !tag_start.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let window = &tag_start[..cut];
     let open = window.find('[')?;
     let head = &window[..open];
     if !head.contains(' ') || head.contains(':') || head.starts_with(' ') {
@@ -438,6 +444,18 @@ mod tests {
             parse_rfc5424("<13>1 2020-03-13T20:45:38Z h a p m [broken", time, rec)
         });
         assert!(err.starts_with("expected"), "{err}");
+    }
+
+    #[test]
+    fn a_tag_window_ending_inside_a_character_does_not_panic() {
+        // From the fuzzer: the 64-byte look-ahead for a spaced tag ended inside `\u{fffd}`.
+        let line = "Dec 10 09:17:55 LabSZ sshd[24622]: Received disconnect from 187.141.143.180: 11\u{fffd}\u{fffd}\u{fffd}\u{fffd}: Bye";
+        assert!(!line.is_char_boundary(line.find("sshd").expect("tag") + 64));
+        let got = syslog(line);
+        assert_eq!(got["appname"], "sshd");
+        assert_eq!(got["procid"], 24622);
+        let line = "Dec 10 09:17:55 LabSZ ab cdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuv\u{e9}x[1]: m";
+        assert!(syslog(line)["timestamp"].is_string());
     }
 
     #[test]
