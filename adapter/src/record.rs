@@ -25,40 +25,42 @@ use crate::parse::timestamp::Timestamp;
 /// documented names.
 #[derive(Debug, Default)]
 pub struct Names<'a> {
-    /// Few names (the usual case) are searched linearly: no hashing, one allocation.
-    used: Vec<Cow<'a, str>>,
-    /// Past [`LINEAR_NAMES`] they move here, so a line with thousands of keys stays linear.
-    index: HashSet<Cow<'a, str>>,
+    /// The format's own field names, claimed before anything from the line.
+    fixed: &'static [&'static str],
+    /// The first names borrowed from the line, kept without allocating: most lines have
+    /// a handful, and this runs for every RFC 5424 line with structured data.
+    inline: [&'a str; INLINE_NAMES],
+    inline_len: usize,
+    /// Further and prefixed names; hashed, so a line with thousands of keys stays linear.
+    spill: HashSet<Cow<'a, str>>,
 }
 
-const LINEAR_NAMES: usize = 16;
+const INLINE_NAMES: usize = 8;
 
 impl<'a> Names<'a> {
-    /// A set with `fixed` already claimed.
-    pub fn with(fixed: &[&'static str]) -> Self {
-        let mut names = Names::default();
-        for name in fixed {
-            names.insert(Cow::Borrowed(name));
+    /// A set with the format's own `fixed` names already claimed.
+    pub fn with(fixed: &'static [&'static str]) -> Self {
+        Names {
+            fixed,
+            ..Names::default()
         }
-        names
     }
 
     fn contains(&self, name: &str) -> bool {
-        if self.index.is_empty() {
-            self.used.iter().any(|used| used == name)
-        } else {
-            self.index.contains(name)
-        }
+        self.fixed.contains(&name)
+            || self.inline[..self.inline_len].contains(&name)
+            || (!self.spill.is_empty() && self.spill.contains(name))
     }
 
     fn insert(&mut self, name: Cow<'a, str>) {
-        if !self.index.is_empty() {
-            self.index.insert(name);
-            return;
-        }
-        self.used.push(name);
-        if self.used.len() > LINEAR_NAMES {
-            self.index = self.used.drain(..).collect();
+        match name {
+            Cow::Borrowed(name) if self.inline_len < INLINE_NAMES => {
+                self.inline[self.inline_len] = name;
+                self.inline_len += 1;
+            }
+            name => {
+                self.spill.insert(name);
+            }
         }
     }
 
@@ -426,6 +428,37 @@ mod tests {
         assert_eq!(
             line,
             "{\"sd\":{\"k\":\"v\",\"k2\":\"v2\"},\"empty\":{},\"tags\":[\"a\",\"b\"],\"after\":\"z\"}\n"
+        );
+    }
+
+    #[test]
+    fn names_are_claimed_once_later_ones_get_a_prefix() {
+        let keys: Vec<String> = (0..40).map(|i| format!("k{}", i % 20)).collect();
+        let mut names = Names::with(&["message"]);
+        assert_eq!(names.claim("message"), "_message");
+        assert_eq!(names.claim("_message"), "__message");
+        assert_eq!(names.claim_owned("message".into()), "___message");
+        let claimed: Vec<String> = keys.iter().map(|k| names.claim(k).into_owned()).collect();
+        // Twenty distinct names (past the inline ones), then each again with a prefix.
+        assert_eq!(claimed[..20], keys[..20]);
+        for (later, first) in claimed[20..].iter().zip(&keys[..20]) {
+            assert_eq!(*later, format!("_{first}"));
+        }
+    }
+
+    #[test]
+    fn a_flag_moves_aside_when_the_line_has_a_field_of_its_name() {
+        let line = render(|r| {
+            r.str("truncated", "no");
+            r.begin_object("nested");
+            r.bool("truncated", false);
+            r.end_object();
+            r.flag("truncated");
+            r.flag("invalid_utf8");
+        });
+        assert_eq!(
+            line,
+            "{\"truncated\":\"no\",\"nested\":{\"truncated\":false},\"_truncated\":true,\"invalid_utf8\":true}\n"
         );
     }
 
