@@ -416,6 +416,24 @@ mod tests {
     }
 
     #[test]
+    fn a_capture_named_like_the_level_original_moves_aside() {
+        let grok = Grok::compile(r"^%{WORD:level_original} %{LOGLEVEL:level}$").expect("compiles");
+        let mut out = Vec::new();
+        let mut time = TimeContext::new(
+            Default::default(),
+            crate::parse::timestamp::YearResolver::new(crate::parse::testing::TODAY),
+        );
+        let mut rec = Record::begin(&mut out);
+        grok.parse("raw WARN", &mut time, &mut rec)
+            .expect("matches");
+        rec.finish();
+        assert_eq!(
+            String::from_utf8(out).expect("UTF-8"),
+            "{\"level_original\":\"raw\",\"level\":\"warning\",\"_level_original\":\"WARN\"}\n"
+        );
+    }
+
+    #[test]
     fn shipped_hdfs_pattern() {
         let got = grok(
             "%{HDFS}",
