@@ -50,6 +50,44 @@ const CASES: &[Case] = &[
         field: "appname",
     },
     Case {
+        name: "nginx_combined",
+        format: Format::NginxCombined,
+        pattern: None,
+        lines: &[
+            r#"172.17.0.1 - alice [01/Apr/2021:12:02:31 +0000] "POST /not-found HTTP/1.1" 404 153 "http://localhost/somewhere" "Mozilla/5.0 (Windows NT 6.1) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/72.0.3626.119 Safari/537.36" "2.75""#,
+            r#"2001:db8::7 - - [01/Apr/2021:12:02:31 +0000] "GET / HTTP/1.1" 200 612 "-" "curl/8.4.0""#,
+        ],
+        field: "status",
+    },
+    Case {
+        name: "klog",
+        format: Format::Klog,
+        pattern: None,
+        lines: &[
+            "I0505 17:59:40.692994   28133 reflector.go:255] Listing and watching *v1.Pod from k8s.io/client-go/informers/factory.go:134",
+            "E0505 17:59:41.000001       7 controller.go:114] error syncing 'default/web': deployment not found, requeuing",
+        ],
+        field: "line",
+    },
+    Case {
+        name: "json",
+        format: Format::Json,
+        pattern: None,
+        lines: &[
+            r#"{"ts":"2024-01-15T10:23:45.123Z","level":"info","msg":"request done","http":{"method":"GET","path":"/api/v1/users","status":200},"took_ms":12.5}"#,
+        ],
+        field: "http",
+    },
+    Case {
+        name: "cef",
+        format: Format::Cef,
+        pattern: None,
+        lines: &[
+            "CEF:0|Security|threatmanager|1.0|100|worm successfully stopped|10|src=10.0.0.1 dst=2.1.2.2 spt=1232 msg=Detected a threat. No action needed",
+        ],
+        field: "src",
+    },
+    Case {
         name: "logfmt",
         format: Format::Logfmt,
         pattern: None,

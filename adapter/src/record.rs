@@ -7,7 +7,120 @@
 //! field here in the order the schema documents; the only allocation is the output buffer,
 //! which the caller reuses line after line.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
 use crate::parse::timestamp::Timestamp;
+
+/// The names used so far at one level of a record, for fields whose names come from the
+/// line itself (key-value keys, CEF extension keys, RFC 5424 SD-IDs and parameters, nginx
+/// error context, JSON keys). A JSON object with a repeated key is ambiguous (parsers keep
+/// the first, the last, or fail), so every name is written once per object:
+///
+/// **the first field to claim a name keeps it; a later field with the same name gets `_`
+/// prepended until the name is free** (`name`, then `_name`, then `__name`). Nothing is
+/// dropped, and the fields a format always writes are claimed first, so they keep their
+/// documented names.
+#[derive(Debug, Default)]
+pub struct Names<'a> {
+    /// The format's own field names, claimed before anything from the line.
+    fixed: &'static [&'static str],
+    /// The first names borrowed from the line, kept without allocating: most lines have
+    /// a handful, and this runs for every RFC 5424 line with structured data.
+    inline: [&'a str; INLINE_NAMES],
+    inline_len: usize,
+    /// Further and prefixed names; hashed, so a line with thousands of keys stays linear.
+    spill: HashSet<Cow<'a, str>>,
+}
+
+const INLINE_NAMES: usize = 8;
+
+impl<'a> Names<'a> {
+    /// A set with the format's own `fixed` names already claimed.
+    pub fn with(fixed: &'static [&'static str]) -> Self {
+        Names {
+            fixed,
+            ..Names::default()
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.fixed.contains(&name)
+            || self.inline[..self.inline_len].contains(&name)
+            || (!self.spill.is_empty() && self.spill.contains(name))
+    }
+
+    fn insert(&mut self, name: Cow<'a, str>) {
+        match name {
+            Cow::Borrowed(name) if self.inline_len < INLINE_NAMES => {
+                self.inline[self.inline_len] = name;
+                self.inline_len += 1;
+            }
+            name => {
+                self.spill.insert(name);
+            }
+        }
+    }
+
+    /// Claims `wanted`, or the first free `_`-prefixed form of it, and returns the name to
+    /// write.
+    pub fn claim(&mut self, wanted: &'a str) -> Cow<'a, str> {
+        if !self.contains(wanted) {
+            self.insert(Cow::Borrowed(wanted));
+            return Cow::Borrowed(wanted);
+        }
+        let name = self.free_prefixed(wanted);
+        self.insert(Cow::Owned(name.clone()));
+        Cow::Owned(name)
+    }
+
+    /// [`Names::claim`] for a name the caller owns.
+    pub fn claim_owned(&mut self, wanted: String) -> String {
+        let name = if self.contains(&wanted) {
+            self.free_prefixed(&wanted)
+        } else {
+            wanted
+        };
+        self.insert(Cow::Owned(name.clone()));
+        name
+    }
+
+    fn free_prefixed(&self, wanted: &str) -> String {
+        let mut name = String::with_capacity(wanted.len() + 1);
+        name.push('_');
+        name.push_str(wanted);
+        while self.contains(&name) {
+            name.insert(0, '_');
+        }
+        name
+    }
+}
+
+/// The top-level keys of a JSON object text, collected without building its values.
+struct TopLevelKeys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for TopLevelKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeysVisitor;
+        impl<'de> Visitor<'de> for KeysVisitor {
+            type Value = TopLevelKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevelKeys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<IgnoredAny>()?;
+                    keys.push(key);
+                }
+                Ok(TopLevelKeys(keys))
+            }
+        }
+        deserializer.deserialize_map(KeysVisitor)
+    }
+}
 
 /// Bytes that JSON forbids raw inside a string, plus `"` and `\`.
 static NEEDS_ESCAPE: [bool; 256] = {
@@ -30,20 +143,24 @@ const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
 const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
 
 /// Whether any of the eight bytes in `word` needs escaping: a control byte, `"`, `\` or
-/// DEL. Checking a word at a time lets the common case (plain text) skip ahead fast.
+/// DEL. Checking a word at a time lets the common case (plain text) skip ahead fast; the
+/// four tests are combined without branches, so a clean word costs one.
 fn word_needs_escape(word: u64) -> bool {
-    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
-    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS != 0;
-    below_space
-        || has_zero(word ^ (ONES * u64::from(b'"')))
-        || has_zero(word ^ (ONES * u64::from(b'\\')))
-        || has_zero(word ^ (ONES * 0x7f))
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    (below_space
+        | has_zero(word ^ (ONES * u64::from(b'"')))
+        | has_zero(word ^ (ONES * u64::from(b'\\')))
+        | has_zero(word ^ (ONES * 0x7f)))
+        != 0
 }
 
 /// Appends `value` as a quoted JSON string.
 pub fn write_json_string(out: &mut Vec<u8>, value: &str) {
-    out.push(b'"');
     let bytes = value.as_bytes();
+    // One capacity check for the usual case of nothing to escape.
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
     // Skip the clean prefix eight bytes at a time.
     let mut clean = 0;
     for chunk in bytes.chunks_exact(8) {
@@ -213,6 +330,25 @@ impl<'o> Record<'o> {
         }
     }
 
+    /// Writes one of the adapter's own flags (`truncated`, `invalid_utf8`) after the parsed
+    /// fields. The line's fields win a name clash: when the line already produced a field
+    /// called `name`, the flag is written as `_name` (or `__name`, ...), see [`Names`].
+    /// Flags are rare, so finding the names already written by reading the record back
+    /// costs nothing on the common path.
+    pub fn flag(&mut self, name: &str) {
+        let mut written = self.out[self.start..].to_vec();
+        written.push(b'}');
+        let keys = serde_json::from_slice::<TopLevelKeys>(&written)
+            .map(|keys| keys.0)
+            .unwrap_or_default();
+        let mut names = Names::default();
+        for key in keys {
+            names.claim_owned(key);
+        }
+        let name = names.claim(name);
+        self.bool(&name, true);
+    }
+
     /// Closes the record and ends the line.
     pub fn finish(self) {
         self.out.extend_from_slice(b"}\n");
@@ -296,6 +432,37 @@ mod tests {
         assert_eq!(
             line,
             "{\"sd\":{\"k\":\"v\",\"k2\":\"v2\"},\"empty\":{},\"tags\":[\"a\",\"b\"],\"after\":\"z\"}\n"
+        );
+    }
+
+    #[test]
+    fn names_are_claimed_once_later_ones_get_a_prefix() {
+        let keys: Vec<String> = (0..40).map(|i| format!("k{}", i % 20)).collect();
+        let mut names = Names::with(&["message"]);
+        assert_eq!(names.claim("message"), "_message");
+        assert_eq!(names.claim("_message"), "__message");
+        assert_eq!(names.claim_owned("message".into()), "___message");
+        let claimed: Vec<String> = keys.iter().map(|k| names.claim(k).into_owned()).collect();
+        // Twenty distinct names (past the inline ones), then each again with a prefix.
+        assert_eq!(claimed[..20], keys[..20]);
+        for (later, first) in claimed[20..].iter().zip(&keys[..20]) {
+            assert_eq!(*later, format!("_{first}"));
+        }
+    }
+
+    #[test]
+    fn a_flag_moves_aside_when_the_line_has_a_field_of_its_name() {
+        let line = render(|r| {
+            r.str("truncated", "no");
+            r.begin_object("nested");
+            r.bool("truncated", false);
+            r.end_object();
+            r.flag("truncated");
+            r.flag("invalid_utf8");
+        });
+        assert_eq!(
+            line,
+            "{\"truncated\":\"no\",\"nested\":{\"truncated\":false},\"_truncated\":true,\"invalid_utf8\":true}\n"
         );
     }
 

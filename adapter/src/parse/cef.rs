@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use super::syntax::{Failure, offset};
-use crate::record::Record;
+use crate::record::{Names, Record};
 
 const HEADER: [&str; 7] = [
     "cefVersion",
@@ -119,13 +119,18 @@ pub fn parse(line: &str, rec: &mut Record<'_>) -> Result<(), Failure> {
     for (name, raw) in HEADER.iter().zip(header) {
         rec.str(name, &unescape(raw, false));
     }
-    rec.opt_str("level", level_of(header[6].trim()));
-    write_extension(rest, rec);
+    let level = level_of(header[6].trim());
+    rec.opt_str("level", level);
+    let mut names = Names::with(&HEADER);
+    if level.is_some() {
+        names.claim("level");
+    }
+    write_extension(rest, &mut names, rec);
     Ok(())
 }
 
 /// `k1=v1 k2=v with spaces k3=v3`.
-fn write_extension(extension: &str, rec: &mut Record<'_>) {
+fn write_extension<'a>(extension: &'a str, names: &mut Names<'a>, rec: &mut Record<'_>) {
     let bytes = extension.as_bytes();
     // Unescaped `=` whose preceding word is a valid key start a pair.
     let mut starts: Vec<(usize, usize)> = Vec::new();
@@ -155,7 +160,10 @@ fn write_extension(extension: &str, rec: &mut Record<'_>) {
             .strip_prefix('"')
             .and_then(|v| v.strip_suffix('"'))
             .unwrap_or(value);
-        rec.str(&extension[key_start..eq], &unescape(value, true));
+        rec.str(
+            &names.claim(&extension[key_start..eq]),
+            &unescape(value, true),
+        );
     }
 }
 

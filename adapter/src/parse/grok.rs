@@ -17,7 +17,7 @@ use thiserror::Error;
 use super::level;
 use super::syntax::{Failure, parse_int};
 use super::timestamp::{TimeContext, parse_any};
-use crate::record::Record;
+use crate::record::{Names, Record};
 
 /// The library as shipped: the standard names first, then the crate's own patterns.
 const LIBRARY_SOURCES: [&str; 2] = [
@@ -75,6 +75,12 @@ struct Capture {
     /// Index of the first capture with the same field name, so a name captured in two
     /// alternatives is written once.
     first_of_name: usize,
+    /// The name(s) written: the field's own, and for `level` the one holding the original
+    /// text. Decided once at compile time so that a capture literally named
+    /// `level_original` beside a `level` does not write the same key twice (see
+    /// [`crate::record::Names`]: the later one is `_`-prefixed).
+    output: String,
+    original_output: String,
 }
 
 /// A compiled grok pattern.
@@ -247,6 +253,7 @@ impl Grok {
             .build()
             .map_err(|err| expander.regex_error(&err))?;
         let mut captures: Vec<Capture> = Vec::with_capacity(expander.fields.len());
+        let mut names = Names::default();
         for (group, name) in regex.capture_names().enumerate() {
             let Some(index) = name
                 .and_then(|n| n.strip_prefix('g'))
@@ -255,6 +262,19 @@ impl Grok {
                 continue;
             };
             let (field, kind) = expander.fields[index].clone();
+            let first = captures.iter().find(|c| c.field == field);
+            let (output, original_output) = match first {
+                Some(first) => (first.output.clone(), first.original_output.clone()),
+                None => {
+                    let output = names.claim_owned(field.clone());
+                    let original_output = if field == "level" {
+                        names.claim_owned("level_original".to_owned())
+                    } else {
+                        String::new()
+                    };
+                    (output, original_output)
+                }
+            };
             let first_of_name = captures
                 .iter()
                 .position(|c| c.field == field)
@@ -264,6 +284,8 @@ impl Grok {
                 kind,
                 group,
                 first_of_name,
+                output,
+                original_output,
             });
         }
         Ok(Grok { regex, captures })
@@ -297,19 +319,21 @@ impl Grok {
             match (capture.field.as_str(), capture.kind) {
                 ("timestamp", _) => {
                     let ts = parse_any(value, time).ok_or_else(|| invalid("timestamp"))?;
-                    rec.timestamp("timestamp", ts);
+                    rec.timestamp(&capture.output, ts);
                 }
                 ("level", _) => {
-                    rec.str("level", level::normalise(value).unwrap_or(value));
-                    rec.str("level_original", value);
+                    rec.str(&capture.output, level::normalise(value).unwrap_or(value));
+                    rec.str(&capture.original_output, value);
                 }
-                (field, Kind::Int) => {
-                    rec.int(field, parse_int(value).ok_or_else(|| invalid("integer"))?);
+                (_, Kind::Int) => {
+                    let number = parse_int(value).ok_or_else(|| invalid("integer"))?;
+                    rec.int(&capture.output, number);
                 }
-                (field, Kind::Float) => {
-                    rec.float(field, value.parse::<f64>().map_err(|_| invalid("number"))?);
+                (_, Kind::Float) => {
+                    let number = value.parse::<f64>().map_err(|_| invalid("number"))?;
+                    rec.float(&capture.output, number);
                 }
-                (field, Kind::Text) => rec.str(field, value),
+                (_, Kind::Text) => rec.str(&capture.output, value),
             }
         }
         Ok(())
@@ -388,6 +412,24 @@ mod tests {
                 "jobs WARN disk 91%"
             ),
             json!({"queue": "jobs", "level": "warning", "level_original": "WARN", "rest": "disk 91%"})
+        );
+    }
+
+    #[test]
+    fn a_capture_named_like_the_level_original_moves_aside() {
+        let grok = Grok::compile(r"^%{WORD:level_original} %{LOGLEVEL:level}$").expect("compiles");
+        let mut out = Vec::new();
+        let mut time = TimeContext::new(
+            Default::default(),
+            crate::parse::timestamp::YearResolver::new(crate::parse::testing::TODAY),
+        );
+        let mut rec = Record::begin(&mut out);
+        grok.parse("raw WARN", &mut time, &mut rec)
+            .expect("matches");
+        rec.finish();
+        assert_eq!(
+            String::from_utf8(out).expect("UTF-8"),
+            "{\"level_original\":\"raw\",\"level\":\"warning\",\"_level_original\":\"WARN\"}\n"
         );
     }
 

@@ -172,4 +172,42 @@ mod tests {
             "invalid timestamp at byte 1"
         );
     }
+
+    #[test]
+    fn a_stream_crosses_new_year_and_a_leap_day_in_its_zone() {
+        use crate::parse::testing::TODAY;
+        use crate::parse::timestamp::{TimeContext, YearResolver};
+        use crate::record::Record;
+
+        let mut time = TimeContext::new(
+            "Europe/Berlin".parse().expect("zone"),
+            YearResolver::new(TODAY),
+        );
+        let lines = [
+            (
+                "I1231 23:59:59.500000 1 a.go:1] old year",
+                "2023-12-31T22:59:59.500Z",
+            ),
+            (
+                "I0101 00:00:01.000000 1 a.go:1] new year",
+                "2023-12-31T23:00:01Z",
+            ),
+            (
+                "I0229 12:00:00.000000 1 a.go:1] leap day",
+                "2024-02-29T11:00:00Z",
+            ),
+            (
+                "I0701 12:00:00.000000 1 a.go:1] summer time",
+                "2024-07-01T10:00:00Z",
+            ),
+        ];
+        for (line, expected) in lines {
+            let mut out = Vec::new();
+            let mut rec = Record::begin(&mut out);
+            parse(line, &mut time, &mut rec).expect("parses");
+            rec.finish();
+            let got: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+            assert_eq!(got["timestamp"], expected, "{line}");
+        }
+    }
 }

@@ -286,10 +286,10 @@ impl Parser {
             }
         };
         if truncated {
-            rec.bool("truncated", true);
+            rec.flag("truncated");
         }
         if invalid_utf8 {
-            rec.bool("invalid_utf8", true);
+            rec.flag("invalid_utf8");
         }
         rec.finish();
         outcome
@@ -477,6 +477,49 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
         assert_eq!(v["msg"], "xé");
         assert!(v.get("invalid_utf8").is_none());
+    }
+
+    #[test]
+    fn a_name_is_written_once_the_line_keeps_it_and_later_ones_move_aside() {
+        let cases: &[(Format, usize, &[u8], &str)] = &[
+            (
+                Format::Logfmt,
+                30,
+                b"truncated=no _truncated=1 cut here",
+                r#"{"truncated":"no","_truncated":"1","cut":true,"__truncated":true}"#,
+            ),
+            (
+                Format::Cef,
+                1024,
+                b"CEF:0|V|P|1|100|N|5|name=other level=x name=again",
+                r#"{"cefVersion":"0","deviceVendor":"V","deviceProduct":"P","deviceVersion":"1","deviceEventClassId":"100","name":"N","severity":"5","level":"warning","_name":"other","_level":"x","__name":"again"}"#,
+            ),
+            (
+                Format::Syslog,
+                1024,
+                br#"<13>1 2020-03-13T20:45:38Z h app 1 - [message x="1" x="2"][message y="3"] msg"#,
+                r#"{"facility":"user","severity":"notice","level":"notice","version":1,"timestamp":"2020-03-13T20:45:38Z","hostname":"h","appname":"app","procid":1,"_message":{"x":"1","_x":"2"},"__message":{"y":"3"},"message":"msg"}"#,
+            ),
+            (
+                Format::NginxError,
+                1024,
+                b"2021/04/01 13:02:31 [error] 31#31: m, client: a, client: b",
+                r#"{"timestamp":"2021-04-01T13:02:31Z","severity":"error","level":"error","pid":31,"tid":31,"message":"m","client":"a","_client":"b"}"#,
+            ),
+            (
+                Format::Json,
+                1024,
+                b"{\"invalid_utf8\":0,\"m\":\"caf\xe9\"}",
+                "{\"invalid_utf8\":0,\"m\":\"caf\u{fffd}\",\"_invalid_utf8\":true}",
+            ),
+        ];
+        for (format, cap, input, expected) in cases {
+            let mut config = ParserConfig::new(*format);
+            config.max_line_bytes = *cap;
+            let mut p = Parser::new(config).expect("config");
+            let (json, _) = line(&mut p, input);
+            assert_eq!(json.trim_end(), *expected, "{format}");
+        }
     }
 
     #[test]

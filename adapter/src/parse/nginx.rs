@@ -11,7 +11,7 @@ use super::syntax::{
     quoted_then, spaces, unescape, word,
 };
 use super::timestamp::{TimeContext, num, parse_clf, parse_clock};
-use crate::record::Record;
+use crate::record::{Names, Record};
 
 struct Access<'a> {
     client: &'a str,
@@ -19,7 +19,8 @@ struct Access<'a> {
     timestamp: &'a str,
     request: &'a str,
     status: i64,
-    size: i64,
+    /// `-` (which stock nginx never writes, but proxies and custom formats do) is absent.
+    size: Option<i64>,
     referer: &'a str,
     agent: &'a str,
     /// The optional fourth quoted field: `compression` in combined, `http_x_forwarded_for`
@@ -27,11 +28,15 @@ struct Access<'a> {
     extra: Option<&'a str>,
 }
 
-fn status_and_size(input: &str) -> PResult<'_, (i64, i64)> {
+fn status_and_size(input: &str) -> PResult<'_, (i64, Option<i64>)> {
     let (input, _) = spaces(input)?;
     let (input, status) = expect("the status code", integer).parse(input)?;
     let (input, _) = spaces(input)?;
-    let (input, size) = expect("the body size", integer).parse(input)?;
+    let (input, size) = expect(
+        "the body size",
+        alt((integer.map(Some), lit("-").map(|_| None))),
+    )
+    .parse(input)?;
     let (input, _) = expect("a space after the body size", alt((end, spaces))).parse(input)?;
     Ok((input, (status, size)))
 }
@@ -97,7 +102,7 @@ pub fn parse_combined(line: &str, rec: &mut Record<'_>) -> Result<(), Failure> {
     rec.timestamp("timestamp", ts);
     rec.opt_str("request", present(&unescape(a.request)));
     rec.int("status", a.status);
-    rec.int("size", a.size);
+    rec.opt_int("size", a.size);
     rec.opt_str("referer", present(&unescape(a.referer)));
     rec.opt_str("agent", present(&unescape(a.agent)));
     rec.opt_str("compression", a.extra.and_then(present));
@@ -114,7 +119,7 @@ pub fn parse_main(line: &str, rec: &mut Record<'_>) -> Result<(), Failure> {
     rec.timestamp("timestamp", ts);
     rec.opt_str("request", present(&unescape(a.request)));
     rec.int("status", a.status);
-    rec.int("body_bytes_size", a.size);
+    rec.opt_int("body_bytes_size", a.size);
     rec.opt_str("http_referer", present(&unescape(a.referer)));
     rec.opt_str("http_user_agent", present(&unescape(a.agent)));
     rec.opt_str("http_x_forwarded_for", a.extra.and_then(present));
@@ -226,6 +231,8 @@ pub fn parse_error(
 
 /// `, client: 1.2.3.4, server: x, request: "GET / HTTP/1.1", host: "h"`.
 fn write_context(mut context: &str, rec: &mut Record<'_>) {
+    // nginx writes each key once; a line that repeats one keeps every value (see `Names`).
+    let mut names = Names::default();
     while let Some(after_comma) = context.strip_prefix(", ") {
         let Some((key, value_and_rest)) = after_comma.split_once(": ") else {
             return;
@@ -242,11 +249,11 @@ fn write_context(mut context: &str, rec: &mut Record<'_>) {
             });
             match close {
                 Some(at) => {
-                    rec.str(name, &unescape(&body[..at]));
+                    rec.str(&names.claim(name), &unescape(&body[..at]));
                     context = &body[at + 1..];
                 }
                 None => {
-                    rec.str(name, value_and_rest);
+                    rec.str(&names.claim(name), value_and_rest);
                     return;
                 }
             }
@@ -256,7 +263,7 @@ fn write_context(mut context: &str, rec: &mut Record<'_>) {
                 .filter_map(|probe| value_and_rest.find(probe))
                 .min()
                 .unwrap_or(value_and_rest.len());
-            rec.str(name, &value_and_rest[..end]);
+            rec.str(&names.claim(name), &value_and_rest[..end]);
             context = &value_and_rest[end..];
         }
     }
@@ -304,6 +311,11 @@ mod tests {
             r#"1.2.3.4 - - [01/Apr/2021:12:02:31 +0000] "GET /a\x22b HTTP/1.1" 200 1 "-" "x""#;
         let got = render(|rec, _| parse_combined(line, rec));
         assert_eq!(got["request"], r"GET /a\x22b HTTP/1.1");
+        // A `-` size is absent; a missing size is an error.
+        let line = r#"1.2.3.4 - - [01/Apr/2021:12:02:31 +0000] "GET / HTTP/1.1" 200 - "-" "x""#;
+        let got = render(|rec, _| parse_combined(line, rec));
+        assert_eq!(got["status"], 200);
+        assert!(got.get("size").is_none());
         let line = r#"1.2.3.4 - - [01/Apr/2021:12:02:31 +0000] "GET / HTTP/1.1" 200 "-" "x""#;
         let err = failure(|rec, _| parse_combined(line, rec));
         assert_eq!(

@@ -8,7 +8,7 @@ use nom::Parser as _;
 use super::level::{self, SYSLOG_SEVERITY};
 use super::syntax::{Failure, PResult, Syntax, digits, expect, present, spaces, word};
 use super::timestamp::{TimeContext, Timestamp, month_from_abbr, num, parse_clock, parse_iso8601};
-use crate::record::Record;
+use crate::record::{Names, Record};
 
 /// Facility names as Vector (through `syslog_loose`) writes them, by facility number.
 const FACILITY: [&str; 24] = [
@@ -115,6 +115,7 @@ pub fn parse_rfc5424(
         at: super::syntax::offset(line, rest),
     })?;
     let message = write_structured_data(line, rest, rec)?;
+    // `message` is claimed by the format, so an SD-ID of that name was moved aside.
     let message = message.strip_prefix(' ').unwrap_or(message);
     let message = message.strip_prefix('\u{feff}').unwrap_or(message);
     rec.str("message", message.trim_end());
@@ -123,6 +124,21 @@ pub fn parse_rfc5424(
 
 /// Writes `-` or `[id k="v" ...][id2 ...]` as one object per element and returns what
 /// follows.
+/// The fields an RFC 5424 record always may have: an SD-ID of one of these names is
+/// written `_`-prefixed (see [`Names`]), as is a repeated SD-ID or parameter name.
+const RFC5424_FIELDS: [&str; 10] = [
+    "facility",
+    "severity",
+    "level",
+    "version",
+    "timestamp",
+    "hostname",
+    "appname",
+    "procid",
+    "msgid",
+    "message",
+];
+
 fn write_structured_data<'a>(
     line: &str,
     input: &'a str,
@@ -131,6 +147,7 @@ fn write_structured_data<'a>(
     if let Some(rest) = input.strip_prefix('-') {
         return Ok(rest);
     }
+    let mut ids = Names::with(&RFC5424_FIELDS);
     let at = |s: &str| super::syntax::offset(line, s);
     let mut rest = input;
     if !rest.starts_with('[') {
@@ -151,8 +168,9 @@ fn write_structured_data<'a>(
                 at: at(element),
             });
         }
-        rec.begin_object(id);
+        rec.begin_object(&ids.claim(id));
         let mut params = &element[id_end..];
+        let mut param_names = Names::default();
         loop {
             params = params.trim_start_matches(' ');
             if let Some(after) = params.strip_prefix(']') {
@@ -173,7 +191,7 @@ fn write_structured_data<'a>(
                 what: "the closing `\"` of a structured data value",
                 at: at(body),
             })?;
-            rec.str(name, &value);
+            rec.str(&param_names.claim(name), &value);
             params = after;
         }
         rec.end_object();
@@ -274,7 +292,13 @@ pub(crate) struct Bsd<'a> {
 /// (`Microsoft Word[14463]: …`). Only taken when `[digits]:` follows soon, with no colon
 /// before it, so an ordinary message with a bracket later on is not mistaken for a tag.
 fn spaced_tag_end(tag_start: &str) -> Option<usize> {
-    let window = &tag_start[..tag_start.len().min(64)];
+    // At most 64 bytes, cut back to a character boundary (found by cargo fuzz: a cut
+    // inside a multi-byte character panicked).
+    let mut cut = tag_start.len().min(64);
+    while !tag_start.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let window = &tag_start[..cut];
     let open = window.find('[')?;
     let head = &window[..open];
     if !head.contains(' ') || head.contains(':') || head.starts_with(' ') {
@@ -420,6 +444,18 @@ mod tests {
             parse_rfc5424("<13>1 2020-03-13T20:45:38Z h a p m [broken", time, rec)
         });
         assert!(err.starts_with("expected"), "{err}");
+    }
+
+    #[test]
+    fn a_tag_window_ending_inside_a_character_does_not_panic() {
+        // From the fuzzer: the 64-byte look-ahead for a spaced tag ended inside `\u{fffd}`.
+        let line = "Dec 10 09:17:55 LabSZ sshd[24622]: Received disconnect from 187.141.143.180: 11\u{fffd}\u{fffd}\u{fffd}\u{fffd}: Bye";
+        assert!(!line.is_char_boundary(line.find("sshd").expect("tag") + 64));
+        let got = syslog(line);
+        assert_eq!(got["appname"], "sshd");
+        assert_eq!(got["procid"], 24622);
+        let line = "Dec 10 09:17:55 LabSZ ab cdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuv\u{e9}x[1]: m";
+        assert!(syslog(line)["timestamp"].is_string());
     }
 
     #[test]

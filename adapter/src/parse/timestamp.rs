@@ -25,33 +25,37 @@ impl Timestamp {
         let days = self.secs.div_euclid(86_400);
         let rem = self.secs.rem_euclid(86_400) as u32;
         let (year, month, day) = civil_from_days(days);
-        if (0..=9999).contains(&year) {
-            push_digits(out, year as u32, 4);
+        // Filled on the stack and appended once: this runs for nearly every record.
+        let mut text = *b"0000-00-00T00:00:00.000000000Z";
+        let four_digit_year = (0..=9999).contains(&year);
+        if four_digit_year {
+            put_digits(&mut text[0..4], year as u32);
+        }
+        put_digits(&mut text[5..7], month);
+        put_digits(&mut text[8..10], day);
+        put_digits(&mut text[11..13], rem / 3600);
+        put_digits(&mut text[14..16], rem / 60 % 60);
+        put_digits(&mut text[17..19], rem % 60);
+        let end = if self.nanos == 0 {
+            19
+        } else if self.nanos.is_multiple_of(1_000_000) {
+            put_digits(&mut text[20..23], self.nanos / 1_000_000);
+            23
+        } else if self.nanos.is_multiple_of(1_000) {
+            put_digits(&mut text[20..26], self.nanos / 1_000);
+            26
+        } else {
+            put_digits(&mut text[20..29], self.nanos);
+            29
+        };
+        text[end] = b'Z';
+        if four_digit_year {
+            out.extend_from_slice(&text[..=end]);
         } else {
             // Out of the four-digit range only through absurd input; keep it valid RFC 3339-ish.
             out.extend_from_slice(itoa::Buffer::new().format(year).as_bytes());
+            out.extend_from_slice(&text[4..=end]);
         }
-        out.push(b'-');
-        push_digits(out, month, 2);
-        out.push(b'-');
-        push_digits(out, day, 2);
-        out.push(b'T');
-        push_digits(out, rem / 3600, 2);
-        out.push(b':');
-        push_digits(out, rem / 60 % 60, 2);
-        out.push(b':');
-        push_digits(out, rem % 60, 2);
-        if self.nanos != 0 {
-            out.push(b'.');
-            if self.nanos.is_multiple_of(1_000_000) {
-                push_digits(out, self.nanos / 1_000_000, 3);
-            } else if self.nanos.is_multiple_of(1_000) {
-                push_digits(out, self.nanos / 1_000, 6);
-            } else {
-                push_digits(out, self.nanos, 9);
-            }
-        }
-        out.push(b'Z');
     }
 
     /// The RFC 3339 text, for tests and error messages.
@@ -62,15 +66,12 @@ impl Timestamp {
     }
 }
 
-fn push_digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
-    let mut buf = [b'0'; 10];
-    let mut i = width;
-    while i > 0 {
-        i -= 1;
-        buf[i] = b'0' + (value % 10) as u8;
+/// Writes `value` as decimal digits filling `slot`, zero-padded on the left.
+fn put_digits(slot: &mut [u8], mut value: u32) {
+    for digit in slot.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
         value /= 10;
     }
-    out.extend_from_slice(&buf[..width]);
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).

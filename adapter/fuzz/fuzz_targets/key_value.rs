@@ -1,0 +1,9 @@
+//! Fuzzes the `key_value` parser: see `adapter_fuzz::check` for the properties.
+
+#![no_main]
+#![forbid(unsafe_code)]
+
+use adapter::parse::Format;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| adapter_fuzz::check(Format::KeyValue, data));
