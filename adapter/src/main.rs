@@ -111,6 +111,12 @@ struct OutputArgs {
     /// Longest a record waits for its HTTP request to fill.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, requires = "http")]
     http_max_wait: Duration,
+    /// A request without an answer within this long is retried.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, requires = "http")]
+    http_timeout: Duration,
+    /// Longest pause between retries of a failing request (backoff doubles up to it).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, requires = "http")]
+    http_max_backoff: Duration,
     /// Serve /ready and /metrics on this address.
     #[arg(long)]
     admin: Option<SocketAddr>,
@@ -216,6 +222,9 @@ fn output_config(args: &OutputArgs) -> Result<OutputConfig, String> {
     cfg.max_records = args.http_max_records.max(1);
     cfg.max_bytes = args.http_max_bytes.max(1);
     cfg.max_wait = args.http_max_wait;
+    cfg.request_timeout = args.http_timeout;
+    cfg.max_backoff = args.http_max_backoff;
+    cfg.base_backoff = cfg.base_backoff.min(cfg.max_backoff);
     Ok(cfg).map(OutputConfig::Http)
 }
 

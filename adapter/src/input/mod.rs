@@ -7,7 +7,9 @@ pub mod lines;
 pub mod process;
 pub mod tail;
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
+
+use crate::parse::{Outcome, Parser};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -18,13 +20,6 @@ use lines::LineSplitter;
 pub const READ_CHUNK: usize = 256 << 10;
 /// Chunks read ahead of the parser.
 const CHUNKS_AHEAD: usize = 2;
-
-/// What one stream delivered to the pipeline.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Totals {
-    pub lines: u64,
-    pub bytes: u64,
-}
 
 /// Reads `input` to its end on a reader thread and parses it on this one, so the parser can
 /// flush a pending multiline record when the input goes quiet. Returns when the input ended
@@ -123,6 +118,84 @@ fn parse_chunks(
     stream.flush(Instant::now(), true, sink);
     stream.publish();
     sink.send();
+    Ok(totals)
+}
+
+/// In-memory path without threads or batches: parses every line of `input` into `output`.
+/// The benchmark and the property tests use it to measure and check the parsers alone.
+/// Bytes read from the input at a time by [`pump`].
+const READ_BUFFER: usize = 1 << 20;
+/// Output is handed to the writer once this much has accumulated.
+const WRITE_BATCH: usize = 256 << 10;
+
+/// What one run through a stream saw.
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub lines: u64,
+    pub structured: u64,
+    pub bytes: u64,
+}
+
+/// Parses every line of `input` (the last may lack its newline) and writes the records to
+/// `output`, then flushes it.
+pub fn pump(input: impl Read, parser: &mut Parser, mut output: impl Write) -> io::Result<Totals> {
+    let mut reader = BufReader::with_capacity(READ_BUFFER, input);
+    let cap = parser.max_line_bytes().saturating_add(1);
+    let mut totals = Totals::default();
+    let mut out = Vec::with_capacity(WRITE_BATCH + 64 * 1024);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut pending_active = false;
+
+    let mut emit = |line: &[u8], out: &mut Vec<u8>, totals: &mut Totals| {
+        totals.lines += 1;
+        totals.bytes += line.len() as u64 + 1;
+        if parser.parse_line(line, out) == Outcome::Structured {
+            totals.structured += 1;
+        }
+    };
+
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        if buf.is_empty() {
+            break;
+        }
+        let len = buf.len();
+        let mut start = 0;
+        while let Some(pos) = memchr::memchr(b'\n', &buf[start..]) {
+            let end = start + pos;
+            if pending_active {
+                let room = cap.saturating_sub(pending.len());
+                pending.extend_from_slice(&buf[start..end.min(start + room)]);
+                emit(&pending, &mut out, &mut totals);
+                pending.clear();
+                pending_active = false;
+            } else {
+                emit(&buf[start..end], &mut out, &mut totals);
+            }
+            start = end + 1;
+            if out.len() >= WRITE_BATCH {
+                output.write_all(&out)?;
+                out.clear();
+            }
+        }
+        if start < len {
+            let room = cap.saturating_sub(pending.len());
+            pending.extend_from_slice(&buf[start..len.min(start + room)]);
+            pending_active = true;
+        }
+        reader.consume(len);
+    }
+    if pending_active {
+        emit(&pending, &mut out, &mut totals);
+        totals.bytes -= 1;
+    }
+    output.write_all(&out)?;
+    output.flush()?;
     Ok(totals)
 }
 

@@ -142,6 +142,14 @@ struct Tracked {
     size: u64,
 }
 
+impl Tracked {
+    fn splitter_cap(&self) -> usize {
+        self.stream
+            .as_ref()
+            .map_or(1, |s| s.max_line_bytes().saturating_add(1))
+    }
+}
+
 /// What is remembered of a file that was truncated or closed, to recognise its copy.
 struct Ghost {
     fingerprint: u64,
@@ -390,6 +398,12 @@ impl<'a> Tailer<'a> {
             .values()
             .filter(|t| t.key.fingerprint == fp && t.stream.is_some())
             .map(|t| (t.safe, t.safe_hash));
+        let live_ids: Vec<(u64, u64)> = self
+            .files
+            .iter()
+            .filter(|(_, t)| t.key.fingerprint == fp && t.stream.is_some())
+            .map(|(id, _)| *id)
+            .collect();
         let ghosts = self
             .ghosts
             .iter()
@@ -412,6 +426,17 @@ impl<'a> Tailer<'a> {
             })
             .map(|(offset, _)| offset)
             .max()?;
+        // The copy takes over the original's content up to the copy's size: the original
+        // continues after it (or from its start once truncated), so no line is read twice.
+        for id in live_ids {
+            if let Some(t) = self.files.get_mut(&id)
+                && t.safe == found
+                && t.splitter.position() < size
+            {
+                t.splitter = LineSplitter::new(t.splitter_cap(), size);
+                t.safe = size;
+            }
+        }
         // A copy of a file that existed before the restart takes over its checkpoint.
         for (offset, _, key) in stored {
             if offset == found {
