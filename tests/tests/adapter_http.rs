@@ -80,11 +80,13 @@ async fn failing_then_stalled_endpoint_loses_nothing_and_memory_stays_bounded() 
         "retries against the failing endpoint",
         Duration::from_secs(20),
         async || {
-            let text = metrics(admin).await.ok_or("no metrics")?;
+            let text = metrics(admin)
+                .await
+                .ok_or_else(|| "no metrics".to_owned())?;
             if metric(&text, "adapter_output_retries_total") >= 3.0 {
                 Ok(text)
             } else {
-                Err("no retries yet".into())
+                Err("no retries yet".to_owned())
             }
         },
     )

@@ -195,6 +195,7 @@ async fn rotation_and_restarts_lose_nothing_and_duplicate_only_the_last_batch() 
         }
     }
     assert_eq!(first_id.len() as u64, LINES, "every line written arrived");
+    eprintln!("{} duplicates after the SIGKILL", dups.len());
     // One unacknowledged output batch is at most 1 MiB of records (about 7,000 of these).
     assert!(
         dups.len() <= 8_000,

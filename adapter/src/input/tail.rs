@@ -204,6 +204,8 @@ pub struct Tailer<'a> {
     orphans: Vec<Entry>,
     files: HashMap<(u64, u64), Tracked>,
     ghosts: Vec<Ghost>,
+    /// Files that look like an incomplete copy, with their size at the last scan.
+    settling: HashMap<(u64, u64), u64>,
     make_stream: Box<StreamFactory<'a>>,
     stats: Arc<Stats>,
     buf: Vec<u8>,
@@ -232,6 +234,7 @@ impl<'a> Tailer<'a> {
             orphans,
             files: HashMap::new(),
             ghosts: Vec::new(),
+            settling: HashMap::new(),
             make_stream,
             stats,
             buf: vec![0; super::READ_CHUNK],
@@ -367,27 +370,57 @@ impl<'a> Tailer<'a> {
             Ok(meta) if (meta.dev(), meta.ino()) == id => {}
             _ => return,
         }
-        let fp = fingerprint(&file, false).ok().flatten();
+        // A file is followed once its first line is complete: its identity needs it.
+        let Some(fp) = fingerprint(&file, false).ok().flatten() else {
+            return;
+        };
+        let key = FileKey {
+            dev: id.0,
+            ino: id.1,
+            fingerprint: fp,
+        };
+        let entry = self
+            .checkpoints
+            .as_ref()
+            .and_then(|cp| cp.get(&key))
+            .filter(|e| e.offset <= size);
         let mut start_at = 0;
-        if let Some(fp) = fp {
-            let key = FileKey {
-                dev: id.0,
-                ino: id.1,
-                fingerprint: fp,
-            };
-            let entry = self
-                .checkpoints
-                .as_ref()
-                .and_then(|cp| cp.get(&key))
-                .filter(|e| e.offset <= size);
-            if let Some(entry) = entry {
-                self.orphans.retain(|o| o.key != key);
-                start_at = entry.offset;
-            } else if let Some(offset) = self.copy_of(&file, fp, size, sink) {
-                start_at = offset;
-            }
+        if let Some(entry) = entry {
+            self.orphans.retain(|o| o.key != key);
+            start_at = entry.offset;
+        } else if let Some(offset) = self.copy_of(&file, fp, size, sink) {
+            start_at = offset;
+        } else if self.shorter_than_a_known_copy(fp, size)
+            && self.settling.insert(id, size) != Some(size)
+        {
+            // Perhaps a copy still being written (copytruncate in progress): look again at
+            // the next scan. Once its size holds still and it is still no copy of what was
+            // read, it is a new file, read from its start (a duplicate is better than a loss).
+            return;
         }
-        self.start(path, id, file, start_at, fp, size);
+        self.settling.remove(&id);
+        self.start(path, id, file, start_at, Some(fp), size);
+    }
+
+    /// Whether a file with this fingerprint was read further than `size`.
+    fn shorter_than_a_known_copy(&self, fp: u64, size: u64) -> bool {
+        self.files
+            .values()
+            .filter(|t| t.key.fingerprint == fp)
+            .map(|t| t.safe)
+            .chain(
+                self.ghosts
+                    .iter()
+                    .filter(|g| g.fingerprint == fp)
+                    .map(|g| g.offset),
+            )
+            .chain(
+                self.orphans
+                    .iter()
+                    .filter(|e| e.key.fingerprint == fp)
+                    .map(|e| e.offset),
+            )
+            .any(|offset| offset > size)
     }
 
     /// If `file` is a copy of a file read before (copytruncate), the offset up to which
