@@ -379,7 +379,7 @@ fn parse(
     let output = if let Some(f) = file.output.file {
         OutputConfig::File(f.path)
     } else if let Some(h) = file.output.http {
-        OutputConfig::Http(http_config(h, &field)?)
+        OutputConfig::Http(Box::new(http_config(h, &field)?))
     } else {
         OutputConfig::Stdout
     };

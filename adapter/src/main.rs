@@ -168,7 +168,7 @@ enum Command {
 
 fn parser_config(args: &ParserArgs) -> (ParserConfig, Result<Option<MultilineConfig>, String>) {
     let mut config = ParserConfig::new(args.format);
-    config.timezone = args.timezone.clone();
+    config.timezone = args.timezone;
     config.max_line_bytes = args.max_line_bytes;
     config.pattern = args.pattern.clone();
     config.key_value = KeyValueOptions {
@@ -225,7 +225,7 @@ fn output_config(args: &OutputArgs) -> Result<OutputConfig, String> {
     cfg.request_timeout = args.http_timeout;
     cfg.max_backoff = args.http_max_backoff;
     cfg.base_backoff = cfg.base_backoff.min(cfg.max_backoff);
-    Ok(cfg).map(OutputConfig::Http)
+    Ok(OutputConfig::Http(Box::new(cfg)))
 }
 
 fn settings(

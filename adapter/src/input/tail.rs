@@ -9,6 +9,7 @@
 //!   again from its start;
 //! - deletion: the open file is read to its end, then closed after `rotate_wait`;
 //! - inode reuse: the same inode with another first line is a new file.
+//!
 //! Files that left the patterns are read first in every pass, so a rotated file is read to
 //! its end before its successor. Offsets are marked in the batches and committed by the
 //! output only once it accepted the records.

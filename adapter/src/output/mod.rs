@@ -28,7 +28,7 @@ const WRITE_GROUP: usize = 1 << 20;
 pub enum OutputConfig {
     Stdout,
     File(PathBuf),
-    Http(http::HttpConfig),
+    Http(Box<http::HttpConfig>),
 }
 
 #[derive(Debug, Error)]
@@ -98,7 +98,7 @@ pub fn run(
                 .map_err(|source| OutputError::Open { path, source })?;
             write_stream(rx, file, &committer)
         }
-        OutputConfig::Http(cfg) => http::run(rx, cfg, &committer, stats),
+        OutputConfig::Http(cfg) => http::run(rx, *cfg, &committer, stats),
     }
 }
 
