@@ -195,7 +195,7 @@ fn tail_hash(file: &File, offset: u64) -> Option<u64> {
 }
 
 /// Builds the parser stream of a newly followed file.
-pub type StreamFactory<'a> = dyn FnMut(Annotation) -> Stream + 'a;
+pub type StreamFactory<'a> = dyn FnMut(Annotation) -> Stream + Send + 'a;
 
 pub struct Tailer<'a> {
     config: TailConfig,
@@ -672,5 +672,128 @@ impl<'a> Tailer<'a> {
                 tail_hash: hash,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::parse::{Format, Parser, ParserConfig};
+    use crate::pipeline::channel;
+
+    #[test]
+    fn patterns_match_file_names_only() {
+        let p = Pattern::parse("/var/log/app-?.log*").expect("pattern");
+        assert!(p.name.is_match("app-1.log"));
+        assert!(p.name.is_match("app-1.log.2"));
+        assert!(!p.name.is_match("app-12.log"));
+        let p = Pattern::parse("x[!0-9].log").expect("pattern");
+        assert_eq!(p.dir, Path::new("."));
+        assert!(p.name.is_match("xa.log") && !p.name.is_match("x1.log"));
+        assert!(matches!(
+            Pattern::parse("/var/*/a.log"),
+            Err(PatternError::WildDirectory(_))
+        ));
+    }
+
+    fn append(path: &Path, from: u32, to: u32) {
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open");
+        for i in from..to {
+            writeln!(f, "seq={i}").expect("write");
+        }
+    }
+
+    fn seqs(out: &Mutex<Vec<u8>>) -> Vec<u32> {
+        let out = out.lock().expect("lock");
+        out.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["seq"].as_str()?.parse().ok())
+            .collect()
+    }
+
+    fn wait_for(out: &Mutex<Vec<u8>>, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seqs(out).len() < n {
+            assert!(Instant::now() < deadline, "only {:?}", seqs(out));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn rename_copytruncate_and_deletion_deliver_every_line_once() {
+        let dir = std::env::temp_dir().join(format!("adapter-tail-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("mkdir");
+        let log = dir.join("a.log");
+        append(&log, 0, 100);
+        let stats = Stats::new(false);
+        let factory_stats = Arc::clone(&stats);
+        let factory = Box::new(move |annotation| {
+            let parser = Parser::new(ParserConfig::new(Format::Logfmt)).expect("parser");
+            Stream::new(
+                parser,
+                None,
+                annotation,
+                factory_stats.stream("file", "logfmt"),
+            )
+        });
+        let config = TailConfig {
+            patterns: vec![dir.join("a.log*").to_string_lossy().into_owned()],
+            poll_interval: Duration::from_millis(5),
+            rotate_wait: Duration::from_millis(50),
+        };
+        let mut tailer = Tailer::new(config, None, factory, Arc::clone(&stats)).expect("tailer");
+        let (tx, rx) = channel();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let collected = Arc::clone(&out);
+        let collector = std::thread::spawn(move || {
+            while let Ok(batch) = rx.recv() {
+                collected
+                    .lock()
+                    .expect("lock")
+                    .extend_from_slice(&batch.data);
+            }
+        });
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut sink = BatchSink::new(tx, Arc::clone(&stats));
+                tailer.run(&mut sink, &stop);
+            });
+            wait_for(&out, 100);
+            // rename + create
+            fs::rename(&log, dir.join("a.log.1")).expect("rename");
+            append(&dir.join("a.log.1"), 100, 110);
+            append(&log, 110, 200);
+            wait_for(&out, 200);
+            // copytruncate, with lines the tailer has not read yet when the copy is made
+            append(&log, 200, 300);
+            fs::copy(&log, dir.join("a.log.2")).expect("copy");
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&log)
+                .and_then(|f| f.set_len(0))
+                .expect("truncate");
+            append(&log, 300, 400);
+            wait_for(&out, 400);
+            // deletion of a file with unread lines
+            append(&dir.join("a.log.1"), 400, 410);
+            fs::remove_file(dir.join("a.log.1")).expect("delete");
+            wait_for(&out, 410);
+            stop.store(true, Ordering::Release);
+        });
+        collector.join().expect("collector");
+        let mut got = seqs(&out);
+        got.sort_unstable();
+        assert_eq!(got, (0..410).collect::<Vec<_>>());
+        let _ = fs::remove_dir_all(&dir);
     }
 }
