@@ -123,3 +123,68 @@ async fn a_ten_mib_line_is_capped_without_unbounded_memory() {
     assert_eq!(recs[1]["next"], "1");
     assert!(peak < 32 << 20, "peak RSS {peak} bytes for a 10 MiB line");
 }
+
+#[tokio::test]
+async fn a_config_file_drives_a_tail_and_check_config_names_the_field() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log = tmp.path().join("svc.log");
+    std::fs::write(&log, "level=warn msg=one\nlevel=error msg=two\n").expect("write log");
+    let records_file = tmp.path().join("records.jsonl");
+    let config = tmp.path().join("adapter.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "input:\n  tail:\n    paths: [\"{}\"]\n    state_dir: {}\n    poll_interval: 20ms\nparser:\n  format: logfmt\noutput:\n  file:\n    path: {}\n",
+            tmp.path().join("svc.*").display(),
+            tmp.path().join("state").display(),
+            records_file.display()
+        ),
+    )
+    .expect("write config");
+    let out = tmp.path().join("stdout");
+    let check = Adapter::start(&["check-config", config.to_str().expect("utf8")], &out);
+    let mut check = check;
+    assert_eq!(check.exited(Duration::from_secs(10)).await.code(), Some(0));
+
+    let mut adapter = Adapter::start(&["run", "--config", config.to_str().expect("utf8")], &out);
+    eventually(
+        "both records in the output file",
+        Duration::from_secs(10),
+        async || {
+            if records(&records_file).len() == 2 {
+                Ok(())
+            } else {
+                Err("not yet")
+            }
+        },
+    )
+    .await;
+    adapter.signal(Signal::SIGTERM);
+    assert_eq!(
+        adapter.exited(Duration::from_secs(10)).await.code(),
+        Some(0)
+    );
+    let recs = records(&records_file);
+    assert_eq!(recs[1]["msg"], "two");
+    assert!(
+        recs[1]["input"]["id"]
+            .as_str()
+            .is_some_and(|id| id.ends_with(":19"))
+    );
+    let state =
+        std::fs::read_to_string(tmp.path().join("state/checkpoints.json")).expect("state file");
+    assert!(state.contains("\"offset\": 39"), "{state}");
+
+    std::fs::write(
+        &config,
+        "input:\n  stdin: {}\noutput:\n  http:\n    url: http://127.0.0.1:1/\n    gzip: maybe\n",
+    )
+    .expect("write config");
+    let mut bad = Adapter::start(&["check-config", config.to_str().expect("utf8")], &out);
+    assert_eq!(bad.exited(Duration::from_secs(10)).await.code(), Some(64));
+    assert!(
+        bad.stderr_text().contains("output.http.gzip: "),
+        "{}",
+        bad.stderr_text()
+    );
+}
