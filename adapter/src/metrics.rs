@@ -46,6 +46,7 @@ pub struct Stats {
     pub output_failures: Family<Labels, Counter>,
     pub batches_in_flight: Gauge,
     pub checkpoint_lag: Gauge,
+    pub breaker_open: Gauge,
     pub checkpoint_writes: Counter,
     pub files_watched: Gauge,
 }
@@ -118,6 +119,12 @@ impl Stats {
             Unit::Bytes,
             checkpoint_lag.clone(),
         );
+        let breaker_open = Gauge::default();
+        registry.register(
+            "output_breaker_open",
+            "1 while the HTTP output's circuit breaker is open or half-open",
+            breaker_open.clone(),
+        );
         let checkpoint_writes = Counter::default();
         registry.register(
             "checkpoint_writes",
@@ -145,6 +152,7 @@ impl Stats {
             output_failures,
             batches_in_flight,
             checkpoint_lag,
+            breaker_open,
             checkpoint_writes,
             files_watched,
         })

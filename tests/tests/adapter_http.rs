@@ -83,10 +83,11 @@ async fn failing_then_stalled_endpoint_loses_nothing_and_memory_stays_bounded() 
             let text = metrics(admin)
                 .await
                 .ok_or_else(|| "no metrics".to_owned())?;
-            if metric(&text, "adapter_output_retries_total") >= 3.0 {
+            let opened = metric(&text, "adapter_output_breaker_open") == 1.0;
+            if metric(&text, "adapter_output_retries_total") >= 5.0 && opened {
                 Ok(text)
             } else {
-                Err("no retries yet".to_owned())
+                Err("no retries or breaker still closed".to_owned())
             }
         },
     )
@@ -135,6 +136,16 @@ async fn failing_then_stalled_endpoint_loses_nothing_and_memory_stays_bounded() 
         "peak RSS {peak} bytes while the endpoint failed and stalled"
     );
     assert!(records(&out).is_empty(), "nothing went to stdout");
+    assert!(
+        adapter.stderr_text().contains("breaker open"),
+        "{}",
+        adapter.stderr_text()
+    );
+    assert_eq!(
+        metric(&text, "adapter_output_breaker_open"),
+        0.0,
+        "closed after recovery"
+    );
     assert!(
         metric(&text, "adapter_records_by_level_total{level=\"info\"}") > 0.0,
         "{text}"

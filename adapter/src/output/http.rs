@@ -4,8 +4,9 @@
 //! A failed or stalled request is retried forever with capped, jittered exponential backoff
 //! (proxy-core's retry backoff). While it retries, the output takes no new batches, so the
 //! pipeline channel fills and the readers stop: nothing is dropped and memory stays bounded.
-//! After `breaker_failures` consecutive failures the breaker opens: the output waits the full
-//! `max_backoff` between attempts instead of ramping up again, and says so once in the log.
+//! Attempts also go through proxy-core's error-rate breaker: once at least
+//! `breaker_failures` attempts in the last 30 s failed at a rate of 50% or more, it opens and
+//! no request is sent for `max_backoff`; then one probe decides whether it closes again.
 
 use std::collections::VecDeque;
 use std::io::Write as _;
@@ -19,6 +20,9 @@ use hyper::{Method, Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use proxy_core::config::{Dur, ErrorRateBreaker as BreakerConfig};
+use proxy_core::error::ProxyError;
+use proxy_core::resilience::breaker::{ErrorRateBreaker, State};
 use proxy_core::resilience::retry::backoff;
 
 use super::{Committer, OutputError};
@@ -104,7 +108,21 @@ pub fn run(
         Client::builder(TokioExecutor::new()).build_http();
     let mut queue: VecDeque<Pending> = VecDeque::new();
     let mut open = true;
-    let mut failures_in_row = 0u32;
+    let mut reported_open = false;
+    // A private proxy-core metrics registry: the breaker's own series are not exported; the
+    // adapter exports `adapter_output_breaker_open` instead.
+    let breaker_metrics = proxy_core::telemetry::metrics::Metrics::new("adapter_http_output");
+    let breaker = ErrorRateBreaker::new(
+        &BreakerConfig {
+            failure_rate_threshold: 50.0,
+            minimum_requests: cfg.breaker_failures,
+            window: Dur::secs(30),
+            open_duration: Dur(cfg.max_backoff),
+            half_open_requests: 1,
+        },
+        "http_output",
+        &breaker_metrics,
+    );
     loop {
         // Fill the queue until a request is full or the oldest record waited long enough.
         let started = Instant::now();
@@ -135,32 +153,47 @@ pub fn run(
             let body = render(&queue, &request, &cfg);
             let mut retry = 0u32;
             loop {
+                let ticket = match breaker.admit() {
+                    Ok(ticket) => ticket,
+                    Err(ProxyError::CircuitOpen { retry_after, .. }) => {
+                        stats.breaker_open.set(1);
+                        std::thread::sleep(retry_after.max(Duration::from_millis(10)));
+                        continue;
+                    }
+                    Err(_) => {
+                        std::thread::sleep(cfg.max_backoff);
+                        continue;
+                    }
+                };
                 let outcome = runtime.block_on(send(&client, &cfg, body.clone()));
+                ticket.record(outcome.is_err());
+                let open = breaker.state() != State::Closed;
+                stats.breaker_open.set(i64::from(open));
                 match outcome {
                     Ok(()) => {
-                        if failures_in_row >= cfg.breaker_failures {
+                        if reported_open && !open {
                             eprintln!("adapter: HTTP output recovered; breaker closed");
+                            reported_open = false;
                         }
-                        failures_in_row = 0;
                         break;
                     }
                     Err(reason) => {
                         stats.output_failure(reason.kind);
                         stats.output_retries.inc();
-                        failures_in_row = failures_in_row.saturating_add(1);
                         retry = retry.saturating_add(1);
-                        let pause = if failures_in_row >= cfg.breaker_failures {
-                            if failures_in_row == cfg.breaker_failures {
-                                eprintln!(
-                                    "adapter: HTTP output failed {} times in a row ({}); breaker open, retrying every {:?}",
-                                    failures_in_row, reason.detail, cfg.max_backoff
-                                );
-                            }
-                            cfg.max_backoff
-                        } else {
-                            backoff(cfg.base_backoff, cfg.max_backoff, retry, fastrand::f64())
-                        };
-                        std::thread::sleep(pause);
+                        if open && !reported_open {
+                            eprintln!(
+                                "adapter: HTTP output failing ({}); breaker open, next attempt in {:?}",
+                                reason.detail, cfg.max_backoff
+                            );
+                            reported_open = true;
+                        }
+                        std::thread::sleep(backoff(
+                            cfg.base_backoff,
+                            cfg.max_backoff,
+                            retry,
+                            fastrand::f64(),
+                        ));
                     }
                 }
             }
