@@ -206,3 +206,94 @@ async fn rotation_and_restarts_lose_nothing_and_duplicate_only_the_last_batch() 
         assert!(hi - lo < 8_000, "duplicates {lo}..{hi} are not one batch");
     }
 }
+
+/// SIGKILL while the adapter is busy reading a large file to a file output: after the
+/// restart every line is there, and the lines sent twice are one contiguous stretch (the
+/// batch that was written but not yet checkpointed) carrying the same ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_busy_resends_at_most_the_unacknowledged_batch() {
+    const BIG: u64 = 400_000;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("logs");
+    fs::create_dir(&dir).expect("mkdir");
+    {
+        let mut f = std::io::BufWriter::new(File::create(dir.join("big.log")).expect("create"));
+        for seq in 0..BIG {
+            writeln!(f, "seq={seq} pad=yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy").expect("write");
+        }
+    }
+    let records_file = tmp.path().join("records.jsonl");
+    let run = |out: &Path| {
+        Adapter::start(
+            &[
+                "tail",
+                "--format",
+                "logfmt",
+                "--state-dir",
+                tmp.path().join("state").to_str().expect("utf8"),
+                "--output-file",
+                records_file.to_str().expect("utf8"),
+                dir.join("*.log").to_str().expect("utf8"),
+            ],
+            out,
+        )
+    };
+    let out = tmp.path().join("stdout");
+    let mut adapter = run(&out);
+    eventually(
+        "a good part of the file to be delivered",
+        Duration::from_secs(30),
+        async || {
+            let n = fs::metadata(&records_file).map(|m| m.len()).unwrap_or(0);
+            if n > 10 << 20 { Ok(()) } else { Err(n) }
+        },
+    )
+    .await;
+    adapter.signal(Signal::SIGKILL);
+    adapter.exited(Duration::from_secs(10)).await;
+    let before = seqs(&records_file).len();
+    assert!((before as u64) < BIG, "killed before the end");
+    drop(adapter);
+
+    let mut adapter = run(&out);
+    eventually("every line", Duration::from_secs(60), async || {
+        let got: std::collections::HashSet<u64> =
+            seqs(&records_file).into_iter().map(|(s, _)| s).collect();
+        if got.len() as u64 == BIG {
+            Ok(())
+        } else {
+            Err(got.len())
+        }
+    })
+    .await;
+    adapter.signal(Signal::SIGTERM);
+    assert_eq!(
+        adapter.exited(Duration::from_secs(10)).await.code(),
+        Some(0)
+    );
+
+    let all = seqs(&records_file);
+    let mut first: HashMap<u64, String> = HashMap::new();
+    let mut dups = Vec::new();
+    for (seq, id) in all {
+        match first.get(&seq) {
+            None => {
+                first.insert(seq, id);
+            }
+            Some(f) => {
+                assert_eq!(*f, id, "seq {seq} re-sent with another id");
+                dups.push(seq);
+            }
+        }
+    }
+    eprintln!("{} records re-sent after SIGKILL", dups.len());
+    // One output group is at most 1 MiB plus one 256 KiB batch: under 15,000 of these lines.
+    assert!(dups.len() < 15_000, "{} re-sent", dups.len());
+    if let (Some(lo), Some(hi)) = (dups.first(), dups.last()) {
+        assert_eq!(
+            (hi - lo + 1) as usize,
+            dups.len(),
+            "the re-sent records are one stretch"
+        );
+    }
+}

@@ -91,11 +91,7 @@ pub fn run(
     match config {
         OutputConfig::Stdout => write_stream(rx, io::stdout().lock(), &committer),
         OutputConfig::File(path) => {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|source| OutputError::Open { path, source })?;
+            let file = open_file(&path).map_err(|source| OutputError::Open { path, source })?;
             write_stream(rx, file, &committer)
         }
         OutputConfig::Http(cfg) => http::run(rx, *cfg, &committer, stats),
@@ -129,4 +125,46 @@ fn write_stream(
         committer.delivered(records, bytes, &marks, groups)?;
     }
     Ok(())
+}
+
+/// Opens the output file for appending. A previous run killed in the middle of a write may
+/// have left a torn last line: it is ended first, so the next record starts on a line of its
+/// own (the torn record itself was not acknowledged and is sent again).
+fn open_file(path: &std::path::Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::FileExt;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    if len > 0 {
+        let mut last = [0u8; 1];
+        file.read_exact_at(&mut last, len - 1)?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n")?;
+        }
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_ended_before_appending() {
+        let path = std::env::temp_dir().join(format!("adapter-out-{}.jsonl", std::process::id()));
+        std::fs::write(&path, b"{\"a\":1}\n{\"b\":").expect("write");
+        let mut f = open_file(&path).expect("open");
+        f.write_all(b"{\"c\":3}\n").expect("append");
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            b"{\"a\":1}\n{\"b\":\n{\"c\":3}\n"
+        );
+        let mut f = open_file(&path).expect("reopen");
+        f.write_all(b"x\n").expect("append");
+        assert!(std::fs::read(&path).expect("read").ends_with(b"}\nx\n"));
+        let _ = std::fs::remove_file(&path);
+    }
 }
