@@ -174,6 +174,8 @@ impl Stats {
                 .failures
                 .get_or_create(&vec![("format", format.to_owned())])
                 .clone(),
+            level_key: memchr::memmem::Finder::new(b"\"level\":\""),
+            status_key: memchr::memmem::Finder::new(b"\"status\":"),
             pending_lines: 0,
             pending_bytes: 0,
             pending_failures: 0,
@@ -221,6 +223,9 @@ pub struct StreamCounts {
     lines: Counter,
     bytes: Counter,
     failures: Counter,
+    /// Built once: constructing a searcher per record would cost more than the search.
+    level_key: memchr::memmem::Finder<'static>,
+    status_key: memchr::memmem::Finder<'static>,
     pending_lines: u64,
     pending_bytes: u64,
     pending_failures: u64,
@@ -243,7 +248,7 @@ impl StreamCounts {
         if !self.stats.detailed {
             return;
         }
-        if let Some(at) = memchr::memmem::find(json, b"\"level\":\"") {
+        if let Some(at) = self.level_key.find(json) {
             let rest = &json[at + 9..];
             if let Some(i) = LEVELS
                 .iter()
@@ -252,7 +257,7 @@ impl StreamCounts {
                 self.level_counts[i] += 1;
             }
         }
-        if let Some(at) = memchr::memmem::find(json, b"\"status\":") {
+        if let Some(at) = self.status_key.find(json) {
             let rest = &json[at + 9..];
             if let (Some(d @ b'1'..=b'5'), Some(b'0'..=b'9'), Some(b'0'..=b'9')) =
                 (rest.first(), rest.get(1), rest.get(2))
