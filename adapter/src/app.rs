@@ -21,6 +21,8 @@ use crate::pipeline::{Annotation, BatchSink, Stream, channel};
 pub const EXIT_CONFIG: u8 = 64;
 /// Exit code for a failed read or write (sysexits' EX_IOERR).
 pub const EXIT_IO: u8 = 74;
+/// Exit code of `adapter run` when the program cannot be started (a shell's 127).
+pub const EXIT_CANNOT_RUN: u8 = 127;
 
 #[derive(Debug, Clone)]
 pub enum InputConfig {
@@ -163,6 +165,11 @@ pub fn run(settings: Settings) -> u8 {
             drop(tx);
             match result {
                 Ok(code) => code,
+                // As a shell says when it cannot run a command.
+                Err(err @ crate::input::process::RunError::Spawn { .. }) => {
+                    eprintln!("adapter: {err}");
+                    EXIT_CANNOT_RUN
+                }
                 Err(err) => {
                     eprintln!("adapter: {err}");
                     EXIT_IO

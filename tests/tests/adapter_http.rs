@@ -19,14 +19,17 @@ fn free_port() -> u16 {
 }
 
 async fn metrics(port: u16) -> Option<String> {
+    get(port, "/metrics").await
+}
+
+/// The body of a 200 answer to `GET path` on the admin server.
+async fn get(port: u16, path: &str) -> Option<String> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).await.ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
@@ -92,6 +95,7 @@ async fn failing_then_stalled_endpoint_loses_nothing_and_memory_stays_bounded() 
         },
     )
     .await;
+    assert_eq!(get(admin, "/ready").await.as_deref(), Some("ready\n"));
     collector.set_mode(Mode::Stall);
     let stalled_at = collector.requests();
     eventually(

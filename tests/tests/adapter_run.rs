@@ -30,6 +30,18 @@ async fn a_crashing_child_has_every_line_delivered_and_its_exit_code_propagated(
             .any(|r| r["stream"] == "stderr" && r["msg"] == "dying")
     );
 
+    let out3 = tmp.path().join("out3.jsonl");
+    let mut missing = Adapter::start(&["run", "--", "/nonexistent/program"], &out3);
+    assert_eq!(
+        missing.exited(Duration::from_secs(10)).await.code(),
+        Some(127)
+    );
+    assert!(
+        missing
+            .stderr_text()
+            .contains("cannot start `/nonexistent/program`")
+    );
+
     let out2 = tmp.path().join("out2.jsonl");
     let mut adapter = Adapter::start(&["run", "--", "sh", "-c", "echo hi; exit 3"], &out2);
     assert_eq!(
