@@ -297,3 +297,87 @@ async fn sigkill_while_busy_resends_at_most_the_unacknowledged_batch() {
         );
     }
 }
+
+/// A stack trace still being written when the adapter stops is not cut: the checkpoint stays
+/// at its first line, and after the restart it comes out whole, once.
+#[tokio::test]
+async fn a_trace_pending_at_sigterm_comes_out_whole_after_the_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log = tmp.path().join("app.log");
+    fs::write(&log, "INFO start\nERROR boom\n\tat first.frame\n").expect("write");
+    let out = tmp.path().join("out.jsonl");
+    let run = || {
+        Adapter::start(
+            &[
+                "tail",
+                "--format",
+                "json",
+                "--multiline",
+                "java",
+                "--multiline-flush",
+                "60s",
+                "--poll-interval",
+                "20ms",
+                "--state-dir",
+                tmp.path().join("state").to_str().expect("utf8"),
+                log.to_str().expect("utf8"),
+            ],
+            &out,
+        )
+    };
+    let messages = || -> Vec<String> {
+        records(&out)
+            .iter()
+            .filter_map(|r| r["message"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut adapter = run();
+    eventually("the first record", Duration::from_secs(10), async || {
+        if messages().len() == 1 {
+            Ok(())
+        } else {
+            Err(messages())
+        }
+    })
+    .await;
+    adapter.signal(Signal::SIGTERM);
+    assert_eq!(
+        adapter.exited(Duration::from_secs(10)).await.code(),
+        Some(0)
+    );
+    assert_eq!(
+        messages(),
+        vec!["INFO start"],
+        "the pending trace stays behind"
+    );
+    drop(adapter);
+
+    let mut f = OpenOptions::new().append(true).open(&log).expect("open");
+    writeln!(f, "\tat second.frame\nINFO next").expect("append");
+    let mut adapter = run();
+    eventually("the trace", Duration::from_secs(10), async || {
+        if messages().len() == 2 {
+            Ok(())
+        } else {
+            Err(messages())
+        }
+    })
+    .await;
+    adapter.signal(Signal::SIGTERM);
+    assert_eq!(
+        adapter.exited(Duration::from_secs(10)).await.code(),
+        Some(0)
+    );
+    assert_eq!(
+        messages(),
+        vec![
+            "INFO start".to_owned(),
+            "ERROR boom\n\tat first.frame\n\tat second.frame".to_owned()
+        ]
+    );
+    let trace = &records(&out)[1];
+    assert_eq!(
+        trace["input"]["offset"], 11,
+        "the id names the trace's first line"
+    );
+}
