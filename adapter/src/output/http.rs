@@ -325,6 +325,13 @@ fn render(queue: &VecDeque<Pending>, req: &Outgoing, cfg: &HttpConfig) -> Bytes 
     Bytes::from(body)
 }
 
+/// Whether an Elasticsearch `_bulk` answer (200 even when items failed) reports errors.
+fn bulk_item_failed(shape: &BodyShape, answer: &[u8]) -> bool {
+    matches!(shape, BodyShape::ElasticsearchBulk { .. })
+        && (memchr::memmem::find(answer, b"\"errors\":true").is_some()
+            || memchr::memmem::find(answer, b"\"errors\": true").is_some())
+}
+
 struct Failure {
     kind: &'static str,
     detail: String,
@@ -359,9 +366,21 @@ async fn send(
             detail: err.to_string(),
         })?;
         let status = response.status();
-        // Read the body so the connection can be reused.
-        let _ = response.into_body().collect().await;
-        if status.is_success() {
+        // Read the body so the connection can be reused (and, for `_bulk`, checked).
+        let answer = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        if status.is_success() && bulk_item_failed(&cfg.shape, &answer) {
+            // Some records were refused: the whole request is sent again. Each record
+            // carries its `_id` when it has one, so those already stored are replaced.
+            Err(Failure {
+                kind: "bulk_item_errors",
+                detail: "the _bulk answer reports item errors".into(),
+            })
+        } else if status.is_success() {
             Ok(())
         } else {
             Err(Failure {
@@ -433,6 +452,22 @@ mod tests {
             body,
             "{\"index\":{\"_index\":\"logs\",\"_id\":\"1-2-3:5\"}}\n{\"m\":\"x\",\"input\":{\"file\":\"/a\",\"offset\":5,\"id\":\"1-2-3:5\"}}\n{\"index\":{\"_index\":\"logs\"}}\n{\"m\":\"y\"}\n"
         );
+    }
+
+    #[test]
+    fn bulk_answers_with_item_errors_fail_the_request() {
+        let es = BodyShape::ElasticsearchBulk {
+            index: "logs".into(),
+        };
+        assert!(bulk_item_failed(
+            &es,
+            br#"{"took":3,"errors":true,"items":[]}"#
+        ));
+        assert!(!bulk_item_failed(
+            &es,
+            br#"{"took":3,"errors":false,"items":[]}"#
+        ));
+        assert!(!bulk_item_failed(&BodyShape::Ndjson, br#"{"errors":true}"#));
     }
 
     #[test]
