@@ -24,6 +24,7 @@
 //! run in parallel, and kills it when it ends, pass or fail.
 #![forbid(unsafe_code)]
 
+pub mod adapter;
 pub mod admin;
 pub mod body;
 pub mod client;

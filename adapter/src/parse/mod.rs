@@ -16,6 +16,7 @@ pub mod linux_authorization;
 pub mod log4j;
 pub mod logcat;
 pub mod logfmt;
+pub mod multiline;
 pub mod nginx;
 pub mod syntax;
 pub mod syslog;
