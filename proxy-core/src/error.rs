@@ -50,6 +50,15 @@ pub enum ProxyError {
     TooManyHeaders { count: usize, limit: usize },
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("{0}")]
+    UnauthorizedIdentity(String),
+    #[error("mTLS handshake with {addr} failed ({kind}): {detail}")]
+    UpstreamTls {
+        addr: std::net::SocketAddr,
+        /// The stable handshake failure reason (`identity_mismatch`, `unknown_ca`, ...).
+        kind: &'static str,
+        detail: String,
+    },
 }
 
 impl ProxyError {
@@ -70,6 +79,12 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => "request_headers_too_large",
             ProxyError::TooManyHeaders { .. } => "too_many_headers",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::UnauthorizedIdentity(_) => "unauthorized_identity",
+            ProxyError::UpstreamTls {
+                kind: "identity_mismatch",
+                ..
+            } => "upstream_identity_mismatch",
+            ProxyError::UpstreamTls { .. } => "upstream_tls_error",
         }
     }
 
@@ -80,9 +95,10 @@ impl ProxyError {
             | ProxyError::RefusedStream(_)
             | ProxyError::Overflow { .. }
             | ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::ConnectFailed { .. } | ProxyError::Reset(_) | ProxyError::Protocol(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::ConnectFailed { .. }
+            | ProxyError::Reset(_)
+            | ProxyError::Protocol(_)
+            | ProxyError::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout(_)
             | ProxyError::Timeout(_)
             | ProxyError::PerTryTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -90,6 +106,7 @@ impl ProxyError {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UnauthorizedIdentity(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -98,9 +115,10 @@ impl ProxyError {
     /// responses, which a retry would most likely get again.
     pub fn upstream_failure(&self) -> Option<UpstreamFailure> {
         match self {
-            ProxyError::ConnectFailed { .. } | ProxyError::ConnectTimeout(_) => {
-                Some(UpstreamFailure::ConnectFailure)
-            }
+            // A failed handshake is a failed connect: the upstream never saw the request.
+            ProxyError::ConnectFailed { .. }
+            | ProxyError::ConnectTimeout(_)
+            | ProxyError::UpstreamTls { .. } => Some(UpstreamFailure::ConnectFailure),
             ProxyError::Reset(_) => Some(UpstreamFailure::Reset),
             ProxyError::RefusedStream(_) => Some(UpstreamFailure::RefusedStream),
             ProxyError::PerTryTimeout(_) => Some(UpstreamFailure::PerTryTimeout),
@@ -166,5 +184,19 @@ mod tests {
             limit: 100,
         };
         assert_eq!((e.reason(), e.status().as_u16()), ("too_many_headers", 431));
+        let e = ProxyError::UnauthorizedIdentity("no".into());
+        assert_eq!(
+            (e.reason(), e.status().as_u16()),
+            ("unauthorized_identity", 403)
+        );
+        let e = ProxyError::UpstreamTls {
+            addr: ([127, 0, 0, 1], 1).into(),
+            kind: "identity_mismatch",
+            detail: String::new(),
+        };
+        assert_eq!(
+            (e.reason(), e.status().as_u16()),
+            ("upstream_identity_mismatch", 502)
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! does not hide one in `listeners[2]`), then semantic checks run over what parsed.
 
 mod model;
+mod mtls;
 mod resilience;
 pub mod units;
 mod validate;
@@ -16,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
 pub use model::*;
+pub use mtls::{ClusterMtls, Identity, ListenerMtls, MtlsMode};
 pub use resilience::*;
 pub use units::{Dur, Size};
 pub use validate::{HostPort, parse_host_port};
@@ -253,6 +255,7 @@ impl Config {
                 "admin" => cfg.admin = p.section("admin", v).unwrap_or_default(),
                 "runtime" => cfg.runtime = p.section("runtime", v).unwrap_or_default(),
                 "access_log" => cfg.access_log = p.section("access_log", v),
+                "identity" => cfg.identity = p.section("identity", v),
                 "listeners" => {
                     (index.listeners, cfg.listeners) = p.list("listeners", v).into_iter().unzip()
                 }
@@ -261,7 +264,7 @@ impl Config {
                 }
                 other => p.at(
                     other,
-                    "unknown field, expected one of \"admin\", \"runtime\", \"access_log\", \"listeners\", \"clusters\"",
+                    "unknown field, expected one of \"admin\", \"runtime\", \"access_log\", \"listeners\", \"clusters\", \"identity\"",
                 ),
             }
         }

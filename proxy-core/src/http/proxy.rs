@@ -54,6 +54,8 @@ pub struct Downstream {
     pub epoch: Instant,
     pub last_active_ms: AtomicU64,
     pub head_since_ms: AtomicU64,
+    /// The peer authenticated by mTLS, if the connection is one.
+    pub peer: Option<Arc<crate::tls::server::PeerIdentity>>,
 }
 
 /// `head_since_ms` when no request head is being waited for.
@@ -70,6 +72,7 @@ impl Downstream {
             epoch: Instant::now(),
             last_active_ms: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(0),
+            peer: None,
         }
     }
 
@@ -351,6 +354,8 @@ async fn forward(
     if size > limit {
         return Err(fail(ProxyError::HeadersTooLarge { size, limit }));
     }
+
+    crate::tls::authz::admit(routes, down, req.headers_mut()).map_err(fail)?;
 
     // The authority: the URI's (HTTP/2, absolute-form) or the Host header.
     let authority: Authority = match req.uri().authority() {

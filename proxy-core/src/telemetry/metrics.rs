@@ -147,6 +147,7 @@ pub struct Metrics {
     breaker_transitions: Family<ClusterStateLabels, Counter>,
     health_checks: Family<ClusterResultLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
+    pub tls: crate::tls::metrics::TlsMetrics,
 }
 
 impl Metrics {
@@ -181,6 +182,7 @@ impl Metrics {
             breaker_transitions: Family::default(),
             health_checks: Family::default(),
             reloads: Family::default(),
+            tls: Default::default(),
         };
         r.register(
             "requests",
@@ -318,6 +320,7 @@ impl Metrics {
         for result in ["success", "failure"] {
             member(&m.reloads, &ResultLabels { result });
         }
+        m.tls.register(&mut r);
         let info: Family<VersionLabels, Gauge> = Family::default();
         info.get_or_create(&VersionLabels {
             version: env!("CARGO_PKG_VERSION"),
