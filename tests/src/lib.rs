@@ -28,6 +28,7 @@ pub mod admin;
 pub mod body;
 pub mod client;
 pub mod load;
+pub mod mesh;
 pub mod metrics;
 pub mod ports;
 pub mod process;
