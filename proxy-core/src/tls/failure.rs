@@ -52,6 +52,7 @@ pub fn reason(e: &std::io::Error) -> &'static str {
             | AlertDescription::BadCertificate
             | AlertDescription::CertificateExpired
             | AlertDescription::CertificateUnknown
+            | AlertDescription::DecryptError
             | AlertDescription::AccessDenied,
         ) => "peer_rejected_certificate",
         Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => "not_tls",
@@ -68,5 +69,56 @@ pub fn describe(e: &std::io::Error) -> String {
         ),
         Some(tls) => tls.to_string(),
         None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(e: Error) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn handshake_failures_have_stable_reasons() {
+        let cases = [
+            (
+                io(Error::InvalidCertificate(CertificateError::Expired)),
+                "certificate_expired",
+            ),
+            (
+                io(Error::InvalidCertificate(CertificateError::UnknownIssuer)),
+                "unknown_ca",
+            ),
+            (
+                io(other(IdentityMismatch {
+                    expected: "spiffe://td/a".into(),
+                    actual: "spiffe://td/b".into(),
+                })),
+                "identity_mismatch",
+            ),
+            (io(other(CertIdError::Missing)), "no_spiffe_id"),
+            (io(Error::NoCertificatesPresented), "no_client_certificate"),
+            (
+                io(Error::AlertReceived(AlertDescription::UnknownCA)),
+                "peer_rejected_certificate",
+            ),
+            (
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+                "connection_closed",
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(reason(&e), want, "{e}");
+        }
+        let e = io(other(IdentityMismatch {
+            expected: "spiffe://td/a".into(),
+            actual: "spiffe://td/b".into(),
+        }));
+        assert_eq!(
+            describe(&e),
+            "the peer presents spiffe://td/b, but spiffe://td/a is expected"
+        );
     }
 }

@@ -144,10 +144,18 @@ impl WorkloadIdentity {
         }
     }
 
-    fn tick(&self) {
+    /// Refresh the time-left gauge; while the certificate is expired, say so at once and
+    /// then once a minute (`expired_ticks` counts the seconds it has been).
+    fn tick(&self, expired_ticks: &mut u64) {
         let creds = self.current.load();
-        self.metrics.tick(&creds.facts, now_unix());
-        if creds.facts.not_after <= now_unix() {
+        let now = now_unix();
+        self.metrics.tick(&creds.facts, now);
+        if creds.facts.not_after > now {
+            *expired_ticks = 0;
+            return;
+        }
+        *expired_ticks += 1;
+        if *expired_ticks % 60 == 1 {
             tracing::error!(
                 spiffe_id = %creds.facts.id,
                 file = %self.files.cert.display(),
@@ -184,7 +192,7 @@ async fn watch(me: Weak<WorkloadIdentity>, dirs: Vec<PathBuf>) {
     };
     let mut expiry_tick = tokio::time::interval(Duration::from_secs(1));
     let mut rescan = tokio::time::interval(RESCAN);
-    let mut expired_logged_at = 0u64;
+    let mut expired_ticks = 0u64;
     loop {
         tokio::select! {
             Some(()) = rx.recv() => {
@@ -199,14 +207,7 @@ async fn watch(me: Weak<WorkloadIdentity>, dirs: Vec<PathBuf>) {
             }
             _ = expiry_tick.tick() => {
                 let Some(me) = me.upgrade() else { return };
-                // The gauge every second; the expired-certificate error once a minute.
-                expired_logged_at += 1;
-                if expired_logged_at % 60 == 1 {
-                    me.tick();
-                } else {
-                    let creds = me.current.load();
-                    me.metrics.tick(&creds.facts, now_unix());
-                }
+                me.tick(&mut expired_ticks);
             }
         }
     }
