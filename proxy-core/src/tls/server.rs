@@ -183,7 +183,13 @@ pub async fn serve(
         Ok(Err(e)) => {
             let reason = failure::reason(&e);
             tls.stats.failure(reason);
-            tracing::warn!(listener = %ctx.name, %remote, reason, error = %failure::describe(&e), "inbound mTLS handshake failed");
+            // A peer that hangs up mid-handshake (a TCP probe, a port scan) says nothing
+            // about certificates: counted, logged only at debug.
+            if matches!(reason, "io_error" | "connection_closed") {
+                tracing::debug!(listener = %ctx.name, %remote, reason, error = %failure::describe(&e), "inbound mTLS handshake failed");
+            } else {
+                tracing::warn!(listener = %ctx.name, %remote, reason, error = %failure::describe(&e), "inbound mTLS handshake failed");
+            }
             return;
         }
         Err(_) => {
