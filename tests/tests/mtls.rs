@@ -683,3 +683,125 @@ async fn opaque_tcp_crosses_the_mesh_encrypted() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_reload_with_other_identity_files_takes_effect() {
+    let mesh = Mesh::new(TD);
+    let b_id = mesh.id("pay", "api");
+    let app = app().await;
+    let b = server_side(&mesh.issue("b", &b_id), json!({}), &app).await;
+    let doc = |dir: &Path| {
+        json!({
+            "identity": mesh::identity(dir),
+            "listeners": [{ "name": "out", "routes": [{ "name": "b", "cluster": "b" }] }],
+            "clusters": [{
+                "name": "b",
+                "endpoints": [b.listener("in").to_string()],
+                "mtls": { "identity": b_id },
+            }],
+        })
+    };
+    let mut a = Sidecar::start(doc(&mesh.issue("a1", &mesh.id("shop", "cart")))).await;
+    let mut client = Client::http1(a.listener("out")).await;
+    let xfcc = |r: &e2e_tests::client::Reply| {
+        r.echoed()
+            .header("x-forwarded-client-cert")
+            .map(str::to_owned)
+    };
+    let reply = client.get("/").send().await;
+    assert_eq!(
+        xfcc(&reply),
+        Some(format!("By={b_id};URI={}", mesh.id("shop", "cart")))
+    );
+
+    // New files under new paths: the meshed cluster is rebuilt with the new certificate.
+    let v2 = mesh.id("shop", "cart-v2");
+    a.rewrite_config(doc(&mesh.issue("a2", &v2)));
+    let want = Some(format!("By={b_id};URI={v2}"));
+    eventually(
+        "A to present its new identity",
+        Duration::from_secs(10),
+        async || {
+            let reply = client.get("/").send().await;
+            if xfcc(&reply) == want {
+                Ok(())
+            } else {
+                Err(xfcc(&reply))
+            }
+        },
+    )
+    .await;
+    let m = a.admin().metrics().await;
+    assert_eq!(
+        m.one("sidecar_tls_certificate_info", &[("spiffe_id", &v2)]),
+        1.0
+    );
+    assert!(
+        m.find(
+            "sidecar_tls_certificate_info",
+            &[("spiffe_id", &mesh.id("shop", "cart"))]
+        )
+        .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_of_a_meshed_cluster_go_over_mtls() {
+    let mesh = Mesh::new(TD);
+    let b_id = mesh.id("pay", "api");
+    let app = app().await;
+    let b = server_side(&mesh.issue("b", &b_id), json!({ "mode": "strict" }), &app).await;
+    let a = Sidecar::start(json!({
+        "identity": mesh::identity(&mesh.issue("a", &mesh.id("shop", "cart"))),
+        "listeners": [{ "name": "out", "routes": [{ "name": "b", "cluster": "b" }] }],
+        "clusters": [{
+            "name": "b",
+            "endpoints": [b.listener("in").to_string()],
+            "mtls": { "identity": b_id },
+            "health_checks": {
+                "interval": "100ms",
+                "timeout": "100ms",
+                "http_health_check": { "path": "/healthz" },
+            },
+        }],
+    }))
+    .await;
+    eventually(
+        "HTTP health checks to pass over mTLS",
+        Duration::from_secs(10),
+        async || {
+            let m = a.admin().metrics().await;
+            match m.sum(
+                "sidecar_health_checks_total",
+                &[("cluster", "b"), ("result", "success")],
+            ) {
+                n if n >= 3.0 => Ok(()),
+                n => Err((
+                    n,
+                    m.sum(
+                        "sidecar_health_checks_total",
+                        &[("cluster", "b"), ("result", "failure")],
+                    ),
+                )),
+            }
+        },
+    )
+    .await;
+    let m = a.admin().metrics().await;
+    assert_eq!(
+        m.sum(
+            "sidecar_health_checks_total",
+            &[("cluster", "b"), ("result", "failure")]
+        ),
+        0.0
+    );
+    let m = b.admin().metrics().await;
+    assert!(
+        m.one(
+            "sidecar_tls_handshakes_total",
+            &[("direction", "inbound"), ("name", "in")]
+        ) >= 3.0
+    );
+    let reply = Client::http1(a.listener("out")).await.get("/").send().await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}

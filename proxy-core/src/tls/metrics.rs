@@ -8,6 +8,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::spiffe::CertFacts;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -56,6 +59,10 @@ pub struct TlsMetrics {
     failures: Family<FailureLabels, Counter>,
     plaintext: Family<ListenerLabels, Counter>,
     denied: Family<ListenerLabels, Counter>,
+    /// Which workload identity the certificate gauges describe: after a config reload
+    /// switches to other files, the previous identity lives on while old connections hold
+    /// it, and must not write its series back.
+    owner: Arc<AtomicU64>,
 }
 
 /// Handshake counters of one listener or cluster, resolved when the snapshot is built.
@@ -133,8 +140,10 @@ impl TlsMetrics {
         }
     }
 
-    /// The certificate now in use; the previous one's series go away.
-    pub fn certificate(&self, facts: &CertFacts, now_unix: i64) {
+    /// The certificate now in use by identity `owner`, which becomes the one the gauges
+    /// describe; the previous certificate's series go away.
+    pub fn certificate(&self, owner: u64, facts: &CertFacts, now_unix: i64) {
+        self.owner.store(owner, Ordering::Relaxed);
         let spiffe_id = facts.id.to_string();
         self.info.clear();
         self.not_after.clear();
@@ -150,11 +159,19 @@ impl TlsMetrics {
                 spiffe_id: spiffe_id.clone(),
             })
             .set(facts.not_after);
-        self.tick(facts, now_unix);
+        self.tick(owner, facts, now_unix);
     }
 
-    /// Refresh the time-left gauge.
-    pub fn tick(&self, facts: &CertFacts, now_unix: i64) {
+    /// Whether identity `owner` is the one the certificate gauges describe.
+    pub fn owns(&self, owner: u64) -> bool {
+        self.owner.load(Ordering::Relaxed) == owner
+    }
+
+    /// Refresh the time-left gauge, if `owner` is the identity in use.
+    pub fn tick(&self, owner: u64, facts: &CertFacts, now_unix: i64) {
+        if !self.owns(owner) {
+            return;
+        }
         self.expiry
             .get_or_create(&CertLabels {
                 spiffe_id: facts.id.to_string(),

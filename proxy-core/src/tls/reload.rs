@@ -12,6 +12,7 @@
 //! running credentials and says why.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -28,8 +29,12 @@ const RESCAN: Duration = Duration::from_secs(30);
 /// Writers replace the three files one after the other: wait for the burst to end.
 const SETTLE: Duration = Duration::from_millis(100);
 
+/// Tells identities apart in the metrics (see `TlsMetrics::certificate`).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// The workload's credentials as they are now.
 pub struct WorkloadIdentity {
+    id: u64,
     files: IdentityFiles,
     current: ArcSwap<Credentials>,
     /// A hash of the three files' bytes when they were last loaded (or last failed to).
@@ -67,7 +72,8 @@ impl WorkloadIdentity {
     pub fn start(files: IdentityFiles, metrics: TlsMetrics) -> Result<Arc<Self>, IdentityError> {
         let print = fingerprint(&files);
         let creds = identity::load(&files)?;
-        metrics.certificate(&creds.facts, now_unix());
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        metrics.certificate(id, &creds.facts, now_unix());
         tracing::info!(
             spiffe_id = %creds.facts.id,
             serial = %creds.facts.serial,
@@ -75,6 +81,7 @@ impl WorkloadIdentity {
             "workload certificate loaded"
         );
         let me = Arc::new(WorkloadIdentity {
+            id,
             files,
             current: ArcSwap::from_pointee(creds),
             fingerprint: Mutex::new(print),
@@ -133,12 +140,19 @@ impl WorkloadIdentity {
                     "workload certificate reloaded; new handshakes use it"
                 );
                 drop(old);
-                self.metrics.certificate(&creds.facts, now_unix());
+                // An identity a config reload has replaced keeps serving its old connections
+                // but no longer speaks for the process in the metrics.
+                let current = self.metrics.owns(self.id);
+                if current {
+                    self.metrics.certificate(self.id, &creds.facts, now_unix());
+                    self.metrics.reload(true);
+                }
                 self.current.store(Arc::new(creds));
-                self.metrics.reload(true);
             }
             Err(e) => {
-                self.metrics.reload(false);
+                if self.metrics.owns(self.id) {
+                    self.metrics.reload(false);
+                }
                 tracing::warn!(error = %e, "workload certificate files changed but do not load; keeping the running certificate");
             }
         }
@@ -149,7 +163,7 @@ impl WorkloadIdentity {
     fn tick(&self, expired_ticks: &mut u64) {
         let creds = self.current.load();
         let now = now_unix();
-        self.metrics.tick(&creds.facts, now);
+        self.metrics.tick(self.id, &creds.facts, now);
         if creds.facts.not_after > now {
             *expired_ticks = 0;
             return;
