@@ -62,6 +62,15 @@ pub enum ProxyError {
         "the rate limit {0:?} cannot be checked: its Redis does not answer, and it fails closed"
     )]
     RateLimitUnavailable(std::sync::Arc<str>),
+    #[error("{0}")]
+    UnauthorizedIdentity(String),
+    #[error("mTLS handshake with {addr} failed ({kind}): {detail}")]
+    UpstreamTls {
+        addr: std::net::SocketAddr,
+        /// The stable handshake failure reason (`identity_mismatch`, `unknown_ca`, ...).
+        kind: &'static str,
+        detail: String,
+    },
 }
 
 impl ProxyError {
@@ -86,6 +95,12 @@ impl ProxyError {
             ProxyError::RateLimited { global: false, .. } => "local_rate_limited",
             ProxyError::RateLimited { global: true, .. } => "rate_limited",
             ProxyError::RateLimitUnavailable(_) => "rate_limit_unavailable",
+            ProxyError::UnauthorizedIdentity(_) => "unauthorized_identity",
+            ProxyError::UpstreamTls {
+                kind: "identity_mismatch",
+                ..
+            } => "upstream_identity_mismatch",
+            ProxyError::UpstreamTls { .. } => "upstream_tls_error",
         }
     }
 
@@ -96,9 +111,10 @@ impl ProxyError {
             | ProxyError::RefusedStream(_)
             | ProxyError::Overflow { .. }
             | ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::ConnectFailed { .. } | ProxyError::Reset(_) | ProxyError::Protocol(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::ConnectFailed { .. }
+            | ProxyError::Reset(_)
+            | ProxyError::Protocol(_)
+            | ProxyError::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout(_)
             | ProxyError::Timeout(_)
             | ProxyError::PerTryTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -109,6 +125,7 @@ impl ProxyError {
             ProxyError::FaultAbort(status) => *status,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::RateLimitUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UnauthorizedIdentity(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -117,9 +134,10 @@ impl ProxyError {
     /// responses, which a retry would most likely get again.
     pub fn upstream_failure(&self) -> Option<UpstreamFailure> {
         match self {
-            ProxyError::ConnectFailed { .. } | ProxyError::ConnectTimeout(_) => {
-                Some(UpstreamFailure::ConnectFailure)
-            }
+            // A failed handshake is a failed connect: the upstream never saw the request.
+            ProxyError::ConnectFailed { .. }
+            | ProxyError::ConnectTimeout(_)
+            | ProxyError::UpstreamTls { .. } => Some(UpstreamFailure::ConnectFailure),
             ProxyError::Reset(_) => Some(UpstreamFailure::Reset),
             ProxyError::RefusedStream(_) => Some(UpstreamFailure::RefusedStream),
             ProxyError::PerTryTimeout(_) => Some(UpstreamFailure::PerTryTimeout),
@@ -185,5 +203,19 @@ mod tests {
             limit: 100,
         };
         assert_eq!((e.reason(), e.status().as_u16()), ("too_many_headers", 431));
+        let e = ProxyError::UnauthorizedIdentity("no".into());
+        assert_eq!(
+            (e.reason(), e.status().as_u16()),
+            ("unauthorized_identity", 403)
+        );
+        let e = ProxyError::UpstreamTls {
+            addr: ([127, 0, 0, 1], 1).into(),
+            kind: "identity_mismatch",
+            detail: String::new(),
+        };
+        assert_eq!(
+            (e.reason(), e.status().as_u16()),
+            ("upstream_identity_mismatch", 502)
+        );
     }
 }

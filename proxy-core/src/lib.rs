@@ -25,3 +25,4 @@ pub mod runtime;
 pub mod snapshot;
 pub mod tcp;
 pub mod telemetry;
+pub mod tls;

@@ -74,6 +74,12 @@ pub async fn run(a: Accept) {
             ctx.stats.connections.inc();
             ctx.stats.active_connections.inc();
             let cfg = &routes.config;
+            if let Some(tls) = routes.tls.clone() {
+                crate::tls::server::serve(stream, remote, tls, routes.clone(), ctx.clone(), drain)
+                    .await;
+                ctx.stats.active_connections.dec();
+                return;
+            }
             match (cfg.protocol, &routes.cluster) {
                 (ListenerProtocol::Tcp, Some(cluster)) => {
                     crate::tcp::proxy(stream, cluster.clone(), cfg.idle_timeout.get(), &ctx.stats)

@@ -4,12 +4,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use proxy_core::config::{self, Config};
 use proxy_core::inspect;
 use proxy_core::runtime;
 use proxy_core::telemetry::logging::{self, LogFormat};
+use proxy_core::tls::certs;
 
 /// Exit code for a config that does not validate (as linkerd2-proxy: EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -67,6 +69,49 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// A development mesh CA: make a CA, issue workload certificates (SPIFFE X.509-SVIDs).
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Make a self-signed CA for a trust domain: DIR/ca.pem and DIR/ca-key.pem.
+    Ca {
+        /// Directory to write to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The trust domain, like `cluster.local`.
+        #[arg(long)]
+        trust_domain: String,
+        /// How long the CA is valid.
+        #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+        lifetime: Duration,
+        /// Replace an existing CA in DIR.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a workload certificate: DIR/cert.pem, DIR/key.pem and DIR/bundle.pem.
+    Issue {
+        /// The CA's directory (from `certs ca`).
+        #[arg(long)]
+        ca: PathBuf,
+        /// The workload's SPIFFE ID, like spiffe://cluster.local/ns/shop/sa/cart.
+        #[arg(long)]
+        spiffe_id: String,
+        /// How long the certificate is valid.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        lifetime: Duration,
+        /// Start the validity this long ago (clock skew; longer than --lifetime makes an
+        /// already expired certificate, for testing).
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        backdate: Duration,
+        /// Directory to write to (created if missing); the files are replaced atomically.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -118,7 +163,45 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Certs { command } => certs(command),
         Command::Run => run(cli.run),
+    }
+}
+
+fn certs(command: CertsCommand) -> ExitCode {
+    let result = match command {
+        CertsCommand::Ca {
+            out,
+            trust_domain,
+            lifetime,
+            force,
+        } => certs::create_ca(&out, &trust_domain, lifetime, force).map(|made| {
+            println!("wrote {} and {}", made.cert.display(), made.key.display());
+        }),
+        CertsCommand::Issue {
+            ca,
+            spiffe_id,
+            lifetime,
+            backdate,
+            out,
+        } => certs::issue(&ca, &spiffe_id, lifetime, backdate, &out).map(|issued| {
+            let f = &issued.files;
+            println!(
+                "wrote {}, {} and {}: {spiffe_id}, serial {}, valid until {}",
+                f.cert.display(),
+                f.key.display(),
+                f.bundle.display(),
+                issued.serial,
+                issued.not_after
+            );
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sidecar certs: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -10,18 +10,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// `inner`, with `on_read(n)` called after every read that returned `n > 0` bytes.
-pub struct ObservedStream<F> {
-    inner: TcpStream,
+pub struct ObservedStream<F, S = TcpStream> {
+    inner: S,
     on_read: F,
 }
 
-impl<F: FnMut(usize) + Unpin> ObservedStream<F> {
-    pub fn new(inner: TcpStream, on_read: F) -> Self {
+impl<F: FnMut(usize) + Unpin, S> ObservedStream<F, S> {
+    pub fn new(inner: S, on_read: F) -> Self {
         ObservedStream { inner, on_read }
     }
 }
 
-impl<F: FnMut(usize) + Unpin> AsyncRead for ObservedStream<F> {
+impl<F: FnMut(usize) + Unpin, S: AsyncRead + Unpin> AsyncRead for ObservedStream<F, S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -37,7 +37,7 @@ impl<F: FnMut(usize) + Unpin> AsyncRead for ObservedStream<F> {
     }
 }
 
-impl<F: FnMut(usize) + Unpin> AsyncWrite for ObservedStream<F> {
+impl<F: FnMut(usize) + Unpin, S: AsyncWrite + Unpin> AsyncWrite for ObservedStream<F, S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -12,6 +12,9 @@ use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::span_export::Exporter;
 use crate::telemetry::trace::Tracer;
+use crate::tls::mesh_client::MeshConnector;
+use crate::tls::reload::WorkloadIdentity;
+use crate::tls::server::InboundTls;
 
 /// What a listener needs per request: its config (limits) and its routes in match order.
 pub struct ListenerRoutes {
@@ -19,6 +22,8 @@ pub struct ListenerRoutes {
     pub routes: Vec<Route>,
     /// For tcp listeners.
     pub cluster: Option<Arc<Cluster>>,
+    /// For mTLS listeners.
+    pub tls: Option<Arc<InboundTls>>,
 }
 
 pub struct Snapshot {
@@ -30,6 +35,8 @@ pub struct Snapshot {
     pub tracer: Option<Arc<Tracer>>,
     /// Set when `rate_limit_service` is configured.
     pub redis_limiter: Option<Arc<RedisLimiter>>,
+    /// The workload identity, when the config has one.
+    pub identity: Option<Arc<WorkloadIdentity>>,
 }
 
 impl Snapshot {
@@ -40,15 +47,37 @@ impl Snapshot {
         prev: Option<&Snapshot>,
         metrics: &Metrics,
     ) -> std::io::Result<Snapshot> {
+        // Unchanged files keep the running identity (and its watcher).
+        let prev_identity = prev.and_then(|p| p.identity.as_ref());
+        let identity = match (&cfg.identity, prev_identity) {
+            (None, _) => None,
+            (Some(want), Some(old)) if *old.files() == want.files() => Some(old.clone()),
+            (Some(want), _) => Some(
+                WorkloadIdentity::start(want.files(), metrics.tls.clone())
+                    .map_err(std::io::Error::other)?,
+            ),
+        };
+        let same_identity = match (&identity, prev_identity) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
         let mut clusters = HashMap::new();
         for c in &cfg.clusters {
             let reused = prev
                 .and_then(|p| p.clusters.get(&c.name))
-                .filter(|old| old.config == *c)
+                .filter(|old| old.config == *c && (c.mtls.is_none() || same_identity))
                 .cloned();
+            let mesh = match (&c.mtls, &identity) {
+                (Some(m), Some(id)) => Some(
+                    MeshConnector::new(c, m, id.clone(), &metrics.tls)
+                        .map_err(std::io::Error::other)?,
+                ),
+                _ => None,
+            };
             let cluster = match reused {
                 Some(old) => old,
-                None => Cluster::build(c, metrics).await,
+                None => Cluster::build_meshed(c, metrics, mesh).await,
             };
             clusters.insert(c.name.clone(), cluster);
         }
@@ -62,10 +91,17 @@ impl Snapshot {
                     .iter()
                     .map(|r| Route::build(&l.name, r, lookup, metrics))
                     .collect();
+                let tls = match (&l.mtls, &identity) {
+                    (Some(m), Some(id)) => {
+                        Some(Arc::new(InboundTls::new(l, m, id.clone(), &metrics.tls)))
+                    }
+                    _ => None,
+                };
                 let lr = ListenerRoutes {
                     config: l.clone(),
                     routes,
                     cluster: l.cluster.as_deref().and_then(lookup),
+                    tls,
                 };
                 (l.name.clone(), Arc::new(lr))
             })
@@ -95,6 +131,7 @@ impl Snapshot {
             access_log,
             tracer,
             redis_limiter,
+            identity,
         })
     }
 }

@@ -7,15 +7,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Endpoint};
 use crate::observed::ObservedStream;
 use crate::telemetry::metrics::ListenerStats;
 
 pub async fn proxy(down: TcpStream, cluster: Arc<Cluster>, idle: Duration, stats: &ListenerStats) {
     let _ = down.set_nodelay(true);
+    proxy_stream(down, cluster, idle, stats).await
+}
+
+/// Proxy a downstream byte stream (a socket, or an mTLS session over one).
+pub async fn proxy_stream<D>(down: D, cluster: Arc<Cluster>, idle: Duration, stats: &ListenerStats)
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
     let Some(ep) = cluster.pick(None) else {
         tracing::warn!(cluster = %cluster.name, "tcp: no endpoint to connect to; closing");
         stats.local_reply("no_healthy_upstream");
@@ -43,6 +52,27 @@ pub async fn proxy(down: TcpStream, cluster: Arc<Cluster>, idle: Duration, stats
         }
     };
     let _ = up.set_nodelay(true);
+    match &cluster.mesh {
+        Some(mesh) => match crate::tls::mesh_client::connect(&cluster, &ep, mesh, up).await {
+            Ok(tls) => relay(down, tls, &cluster, &ep, idle, stats).await,
+            Err(e) => stats.local_reply(e.reason()),
+        },
+        None => relay(down, up, &cluster, &ep, idle, stats).await,
+    }
+}
+
+/// Copy both ways until both sides are done or the connection idles out.
+async fn relay<D, U>(
+    down: D,
+    up: U,
+    cluster: &Cluster,
+    ep: &Arc<Endpoint>,
+    idle: Duration,
+    stats: &ListenerStats,
+) where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     let _active = ep.start_request();
     cluster.stats.connections.inc();
     cluster.stats.active_connections.inc();

@@ -11,6 +11,12 @@
 #            runtime.worker_threads: 1, metrics on (they always are), no access log
 #   nginx    nginx reverse proxy, 1 worker, upstream keep-alive pool
 #   haproxy  haproxy reverse proxy, nbthread 1, http-reuse always
+#   mtls     one mTLS hop: sidecar A (plain HTTP listener, meshed cluster) -> mTLS -> sidecar B
+#            (mTLS listener) -> the upstream; certificates from `sidecar certs`; upstream
+#            connections long-lived (keep-alive pool), so handshakes are not per request.
+#            cpu_us/req counts both sidecars; the line under the table gives it per sidecar
+#            against nginx, and the handshake rate of B (openssl s_time -new, HS_DUR seconds)
+#            per CPU-second of B
 # Servers (upstream and proxies) are pinned to SERVER_CPU and wrk to LOADGEN_CPU with taskset,
 # so on a 2-core machine a proxy and the upstream share one core and the load generator has
 # the other. tests/benches/README.md says what each column of the table means.
@@ -26,7 +32,7 @@
 #
 # Env (defaults): REPEAT=3 DUR=8 C1_DUR=4 WARM=1 CONNS=16
 #   TARGETS="direct sidecar nginx haproxy"  BASE_PORT=18380 (upstream BASE, nginx +1, haproxy +2,
-#   sidecar +3, sidecar admin +4)  PIN=1 LOADGEN_CPU=0 SERVER_CPU=1  BUILD=1  SIDECAR_BIN
+#   sidecar +3, sidecar admin +4, mtls A +5, mtls B +6, their admins +7 +8)  HS_DUR=4  PIN=1 LOADGEN_CPU=0 SERVER_CPU=1  BUILD=1  SIDECAR_BIN
 #   OUT=file (save the table)  KEEP=1 (keep the temp dir with configs, logs and wrk outputs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,7 +40,8 @@ cd "$(dirname "$0")/../.."
 REPEAT=${REPEAT:-3}; DUR=${DUR:-8}; C1_DUR=${C1_DUR:-4}; WARM=${WARM:-1}; CONNS=${CONNS:-16}
 PIN=${PIN:-1}; LOADGEN_CPU=${LOADGEN_CPU:-0}; SERVER_CPU=${SERVER_CPU:-1}
 BASE_PORT=${BASE_PORT:-18380}
-TARGETS=${TARGETS:-"direct sidecar nginx haproxy"}
+TARGETS=${TARGETS:-"direct sidecar nginx haproxy mtls"}
+HS_DUR=${HS_DUR:-4}
 BUILD=${BUILD:-1}
 SIDECAR_BIN=${SIDECAR_BIN:-target/release/sidecar}
 HOST=127.0.0.1
@@ -42,24 +49,26 @@ UP_PORT=$BASE_PORT
 
 fail() { echo "proxy-bench: $*" >&2; exit 2; }
 
-for n in REPEAT DUR C1_DUR WARM CONNS BASE_PORT; do
+for n in REPEAT DUR C1_DUR WARM CONNS BASE_PORT HS_DUR; do
   [[ ${!n} =~ ^[0-9]+$ ]] || fail "$n must be a whole number, not '${!n}'"
 done
 for n in REPEAT DUR C1_DUR CONNS; do [ "${!n}" -ge 1 ] || fail "$n must be at least 1"; done
 declare -A PORT=([direct]=$UP_PORT [nginx]=$((BASE_PORT + 1)) [haproxy]=$((BASE_PORT + 2))
-                 [sidecar]=$((BASE_PORT + 3)))
+                 [sidecar]=$((BASE_PORT + 3)) [mtls]=$((BASE_PORT + 5)))
 SIDECAR_ADMIN=$((BASE_PORT + 4))
-for t in $TARGETS; do [ -n "${PORT[$t]:-}" ] || fail "unknown target '$t' (known: direct sidecar nginx haproxy)"; done
+MTLS_B_PORT=$((BASE_PORT + 6)); MTLS_A_ADMIN=$((BASE_PORT + 7)); MTLS_B_ADMIN=$((BASE_PORT + 8))
+for t in $TARGETS; do [ -n "${PORT[$t]:-}" ] || fail "unknown target '$t' (known: direct sidecar nginx haproxy mtls)"; done
 has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
 
 tools="wrk nginx taskset timeout curl awk sort"
 has_target haproxy && tools+=" haproxy"
+has_target mtls && tools+=" openssl"
 for t in $tools; do
   command -v "$t" >/dev/null ||
     fail "missing $t: apt-get install -y wrk nginx haproxy curl util-linux (or run bash tests/run.sh once)"
 done
 
-if has_target sidecar; then
+if has_target sidecar || has_target mtls; then
   if [ "$BUILD" = 1 ]; then
     echo "# building: cargo build --release --bins" >&2
     cargo build --release --bins >&2
@@ -134,6 +143,7 @@ wait_serving() {
 ports="$UP_PORT"
 for t in $TARGETS; do [ "$t" = direct ] || ports+=" ${PORT[$t]}"; done
 has_target sidecar && ports+=" $SIDECAR_ADMIN"
+has_target mtls && ports+=" $MTLS_B_PORT $MTLS_A_ADMIN $MTLS_B_ADMIN"
 for port in $ports; do
   if (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
     fail "port $port is in use; stop what listens there or pick other ports with BASE_PORT"
@@ -222,6 +232,46 @@ EOF
     fail "sidecar: admin /ready is not 200 while the listener serves"
 fi
 
+if has_target mtls; then
+  # Two sidecars, one mTLS hop between them, each with one worker thread.
+  mesh=$TMP/mesh
+  "$SIDECAR_BIN" certs ca --out "$mesh/ca" --trust-domain bench.local >/dev/null
+  "$SIDECAR_BIN" certs issue --ca "$mesh/ca" --spiffe-id spiffe://bench.local/ns/bench/sa/client --out "$mesh/a" >/dev/null
+  "$SIDECAR_BIN" certs issue --ca "$mesh/ca" --spiffe-id spiffe://bench.local/ns/bench/sa/server --out "$mesh/b" >/dev/null
+  mesh_conf() { # mesh_conf ADMIN-PORT IDENTITY-DIR LISTENER-PORT LISTENER-EXTRA CLUSTER-ENDPOINT CLUSTER-EXTRA
+    cat <<EOF
+admin:
+  address: $HOST:$1
+runtime:
+  worker_threads: 1
+  drain_grace: 0s
+  drain_deadline: 2s
+identity:
+  cert_file: $2/cert.pem
+  key_file: $2/key.pem
+  bundle_file: $2/bundle.pem
+listeners:
+  - name: bench
+    address: $HOST:$3
+$4
+    routes:
+      - name: all
+        cluster: next
+clusters:
+  - name: next
+    endpoints: ["$5"]
+$6
+EOF
+  }
+  mesh_conf "$MTLS_B_ADMIN" "$mesh/b" "$MTLS_B_PORT" '    mtls: { mode: strict, allow: ["spiffe://bench.local/ns/bench/*"] }' \
+    "$HOST:$UP_PORT" "" >"$TMP/mtls-b.yaml"
+  mesh_conf "$MTLS_A_ADMIN" "$mesh/a" "${PORT[mtls]}" "" "$HOST:$MTLS_B_PORT" \
+    '    mtls: { identity: "spiffe://bench.local/ns/bench/sa/server" }' >"$TMP/mtls-a.yaml"
+  start mtls_b env SIDECAR_LOG=warn "$SIDECAR_BIN" run --config "$TMP/mtls-b.yaml"
+  start mtls env SIDECAR_LOG=warn "$SIDECAR_BIN" run --config "$TMP/mtls-a.yaml"
+  wait_serving mtls "http://$HOST:${PORT[mtls]}/"
+fi
+
 # ---------- readings from /proc ----------
 sum_status_kib() { # sum_status_kib PID FIELD: a /proc/PID/status field summed over the process tree
   local s=0 p v
@@ -254,12 +304,16 @@ wrk_field() { # wrk_field FILE rps|p50|p99|reqs|errs
     errs) awk '/Socket errors/ { gsub(",", ""); e += $4 + $6 + $8 + $10 } /Non-2xx/ { e += $NF } END { print e + 0 }' "$1" ;;
   esac
 }
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 fmt() { awk -v d="$1" -v x="$2" 'BEGIN { if (x == "-" || x == "") print "-"; else printf "%.*f", d, x }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
+# The processes of a target: the mtls target is two sidecars.
+target_pids() { echo "${PID[$1]}"; if [ "$1" = mtls ]; then echo "${PID[mtls_b]}"; fi; }
+target_cpu() { local s=0 p; for p in $(target_pids "$1"); do s=$((s + $(cpu_ticks "$p"))); done; echo "$s"; }
+target_kib() { local s=0 p; for p in $(target_pids "$1"); do s=$((s + $(sum_status_kib "$p" "$2"))); done; echo "$s"; }
 declare -A IDLE=()
-for t in $TARGETS; do IDLE[$t]=$(sum_status_kib "${PID[$t]}" VmRSS); done
+for t in $TARGETS; do IDLE[$t]=$(target_kib "$t" VmRSS); done
 
 CLK=$(getconf CLK_TCK)
 per_target=$((WARM + DUR + C1_DUR))
@@ -277,9 +331,9 @@ for r in $(seq 1 "$REPEAT"); do
     url="http://$HOST:${PORT[$t]}/"
     echo "# repeat $r/$REPEAT: $t" >&2
     [ "$WARM" -gt 0 ] && loadgen "$WARM" -t1 -c"$CONNS" -d"${WARM}s" "$url" >/dev/null
-    c0=$(cpu_ticks "${PID[$t]}")
+    c0=$(target_cpu "$t")
     loadgen "$DUR" -t1 -c"$CONNS" -d"${DUR}s" --latency "$url" >"$TMP/$t.$r.load.txt"
-    c1=$(cpu_ticks "${PID[$t]}")
+    c1=$(target_cpu "$t")
     loadgen "$C1_DUR" -t1 -c1 -d"${C1_DUR}s" --latency "$url" >"$TMP/$t.$r.c1.txt"
     reqs=$(wrk_field "$TMP/$t.$r.load.txt" reqs)
     V[$t.rps]+=" $(wrk_field "$TMP/$t.$r.load.txt" rps)"
@@ -288,7 +342,9 @@ for r in $(seq 1 "$REPEAT"); do
     V[$t.c1p50]+=" $(wrk_field "$TMP/$t.$r.c1.txt" p50)"
     V[$t.cpu]+=" $(awk -v d=$((c1 - c0)) -v n="${reqs:-0}" -v hz="$CLK" 'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n }')"
     V[$t.errs]=$((${V[$t.errs]:-0} + $(wrk_field "$TMP/$t.$r.load.txt" errs) + $(wrk_field "$TMP/$t.$r.c1.txt" errs)))
-    kill -0 "${PID[$t]}" 2>/dev/null || { tail -20 "$TMP/$t.log" >&2; fail "$t died under load"; }
+    for p in $(target_pids "$t"); do
+      kill -0 "$p" 2>/dev/null || { tail -20 "$TMP/$t.log" >&2; fail "$t died under load"; }
+    done
   done
 done
 
@@ -304,10 +360,32 @@ row() { printf '%-8s %9s %8s %7s %7s %7s %9s %9s %8s %8s %5s\n' "$@"; }
     add=$(awk -v a="$c1p50" -v b="$direct_c1" 'BEGIN { if (b != "-") printf "%.0f", a - b; else print "-" }')
     row "$t" "$(fmt 0 "$rps")" "$ratio" "$(fmt 0 "$(median <<<"${V[$t.p50]}")")" \
       "$(fmt 0 "$(median <<<"${V[$t.p99]}")")" "$(fmt 0 "$c1p50")" "$add" \
-      "$(fmt 1 "$(median <<<"${V[$t.cpu]}")")" "$(mib "$(sum_status_kib "${PID[$t]}" VmHWM)")" \
+      "$(fmt 1 "$(median <<<"${V[$t.cpu]}")")" "$(mib "$(target_kib "$t" VmHWM)")" \
       "$(mib "${IDLE[$t]}")" "${V[$t.errs]}"
   done
 } >"$TMP/table.txt"
+if has_target mtls; then
+  # Handshakes: new mTLS connections to B, each a full handshake with a client certificate
+  # and one small request (with TLS 1.3 the server checks the client's certificate after the
+  # client has finished; without a request s_time would close before that), for HS_DUR
+  # seconds; B's CPU time over them gives handshakes per CPU-second (per core).
+  pin=(); [ "$PIN" = 1 ] && pin=(taskset -c "$LOADGEN_CPU")
+  h0=$(cpu_ticks "${PID[mtls_b]}")
+  timeout -k 2 $((HS_DUR + 10)) "${pin[@]}" openssl s_time -connect "$HOST:$MTLS_B_PORT" -new -time "$HS_DUR" -www / \
+    -cert "$mesh/a/cert.pem" -key "$mesh/a/key.pem" >"$TMP/s_time.txt" 2>&1 || true
+  h1=$(cpu_ticks "${PID[mtls_b]}")
+  read -r hs_conns hs_secs < <(awk '/connections in .* real seconds/ { print $1, $4; exit }' "$TMP/s_time.txt") || true
+  hs_line="$(awk -v n="${hs_conns:-0}" -v d=$((h1 - h0)) -v hz="$CLK" -v t="${hs_secs:-$HS_DUR}" 'BEGIN {
+    if (n > 0 && d > 0) printf "%d handshakes in %d s (%.0f/s); sidecar B used %.2f CPU-s: %.0f handshakes/s per core, %.0f us CPU each", n, t, n / t, d / hz, n / (d / hz), d / hz * 1e6 / n
+    else print "no handshake completed: see s_time.txt (KEEP=1)" }')"
+  hop_line="$(awk -v m="$(median <<<"${V[mtls.cpu]}")" -v n="$(median <<<"${V[nginx.cpu]:-}")" 'BEGIN {
+    printf "%.1f us CPU per request per sidecar (both: %.1f)", m / 2, m
+    if (n != "-" && n > 0) printf " = %.2fx nginx proxying plain HTTP (%.1f us; target <= 1.5x)", m / 2 / n, n }')"
+  {
+    echo "# mtls: client -> sidecar A (plain -> mTLS) -> sidecar B (mTLS -> plain) -> upstream: $hop_line"
+    echo "# mtls handshakes (openssl s_time -new -www / to sidecar B, client certificate, one request each): $hs_line"
+  } >>"$TMP/table.txt"
+fi
 cat "$TMP/table.txt"
 echo "# medians of $REPEAT; columns: tests/benches/README.md. req/s, p50, p99 at $CONNS connections; c1 = one connection, serial requests."
 if [ -n "${OUT:-}" ]; then cp "$TMP/table.txt" "$OUT"; echo "# table saved to $OUT" >&2; fi

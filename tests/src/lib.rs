@@ -30,6 +30,7 @@ pub mod body;
 pub mod client;
 pub mod collector;
 pub mod load;
+pub mod mesh;
 pub mod metrics;
 pub mod ports;
 pub mod process;

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use super::{Cluster, Endpoint};
 use crate::config::{self, UpstreamProtocol};
 use crate::telemetry::metrics::Metrics;
+use crate::tls::mesh_client::MeshConnector;
 
 /// An endpoint's active-health state. Written only by its cluster's checking task.
 #[derive(Debug)]
@@ -65,67 +66,84 @@ impl HealthChecker {
         }
     }
 
-    /// One check of one endpoint: does it answer as expected within the timeout?
-    async fn probe(&self, ep: &Endpoint) -> Result<(), String> {
+    /// One check of one endpoint: does it answer as expected within the timeout? A meshed
+    /// cluster's endpoints are checked over mTLS, as its requests go.
+    async fn probe(&self, ep: &Endpoint, mesh: Option<&MeshConnector>) -> Result<(), String> {
         let check = async {
             let stream = TcpStream::connect(ep.addr)
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
-            let Some(h) = &self.cfg.http_health_check else {
-                return Ok(());
-            };
-            let io = TokioIo::new(stream);
-            let handshake_failed = |e: hyper::Error| format!("handshake: {e}");
-            let req = http::Request::get(format!("http://{}{}", ep.addr, h.path))
-                .header(http::header::USER_AGENT, "sidecar-health-check")
-                .body(Empty::<Bytes>::new())
-                .map_err(|e| format!("request: {e}"))?;
-            // Checked in the cluster's own protocol: an h2c-only upstream refuses HTTP/1.
-            let resp = match self.protocol {
-                UpstreamProtocol::Http1 => {
-                    let (mut tx, conn) = http1::handshake(io).await.map_err(handshake_failed)?;
-                    let conn = tokio::spawn(conn);
-                    let (mut parts, body) = req.into_parts();
-                    parts.uri = http::Uri::from_maybe_shared(h.path.clone())
-                        .map_err(|e| format!("request: {e}"))?;
-                    parts.headers.insert(
-                        http::header::HOST,
-                        http::HeaderValue::from_str(&ep.addr.to_string())
-                            .map_err(|e| format!("request: {e}"))?,
-                    );
-                    let resp = tx
-                        .send_request(http::Request::from_parts(parts, body))
-                        .await;
-                    conn.abort();
-                    resp
-                }
-                UpstreamProtocol::Http2 => {
-                    let (mut tx, conn) = http2::Builder::new(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .handshake(io)
+            match mesh {
+                Some(m) => {
+                    let tls = m
+                        .handshake(stream, ep.addr)
                         .await
-                        .map_err(handshake_failed)?;
-                    let conn = tokio::spawn(conn);
-                    let resp = tx.send_request(req).await;
-                    conn.abort();
-                    resp
+                        .map_err(|e| e.to_string())?;
+                    self.http_check(ep, TokioIo::new(tls)).await
                 }
-            };
-            let status = resp.map_err(|e| e.to_string())?.status().as_u16();
-            let expected = if h.expected_statuses.is_empty() {
-                (200..300).contains(&status)
-            } else {
-                h.expected_statuses.contains(&status)
-            };
-            if expected {
-                Ok(())
-            } else {
-                Err(format!("status {status}"))
+                None => self.http_check(ep, TokioIo::new(stream)).await,
             }
         };
         match tokio::time::timeout(self.cfg.timeout.get(), check).await {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {}", self.cfg.timeout)),
+        }
+    }
+
+    /// The HTTP part of a check, if the checks are HTTP, over a connected stream.
+    async fn http_check<S>(&self, ep: &Endpoint, io: TokioIo<S>) -> Result<(), String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Some(h) = &self.cfg.http_health_check else {
+            return Ok(());
+        };
+        let handshake_failed = |e: hyper::Error| format!("handshake: {e}");
+        let req = http::Request::get(format!("http://{}{}", ep.addr, h.path))
+            .header(http::header::USER_AGENT, "sidecar-health-check")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("request: {e}"))?;
+        // Checked in the cluster's own protocol: an h2c-only upstream refuses HTTP/1.
+        let resp = match self.protocol {
+            UpstreamProtocol::Http1 => {
+                let (mut tx, conn) = http1::handshake(io).await.map_err(handshake_failed)?;
+                let conn = tokio::spawn(conn);
+                let (mut parts, body) = req.into_parts();
+                parts.uri = http::Uri::from_maybe_shared(h.path.clone())
+                    .map_err(|e| format!("request: {e}"))?;
+                parts.headers.insert(
+                    http::header::HOST,
+                    http::HeaderValue::from_str(&ep.addr.to_string())
+                        .map_err(|e| format!("request: {e}"))?,
+                );
+                let resp = tx
+                    .send_request(http::Request::from_parts(parts, body))
+                    .await;
+                conn.abort();
+                resp
+            }
+            UpstreamProtocol::Http2 => {
+                let (mut tx, conn) = http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .handshake(io)
+                    .await
+                    .map_err(handshake_failed)?;
+                let conn = tokio::spawn(conn);
+                let resp = tx.send_request(req).await;
+                conn.abort();
+                resp
+            }
+        };
+        let status = resp.map_err(|e| e.to_string())?.status().as_u16();
+        let expected = if h.expected_statuses.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            h.expected_statuses.contains(&status)
+        };
+        if expected {
+            Ok(())
+        } else {
+            Err(format!("status {status}"))
         }
     }
 
@@ -172,8 +190,12 @@ pub(super) async fn run(cluster: Weak<Cluster>) {
         let Some(c) = cluster.upgrade() else { return };
         let Some(checker) = &c.health else { return };
         let endpoints: Vec<Arc<Endpoint>> = c.endpoints();
-        let results =
-            futures_util::future::join_all(endpoints.iter().map(|ep| checker.probe(ep))).await;
+        let results = futures_util::future::join_all(
+            endpoints
+                .iter()
+                .map(|ep| checker.probe(ep, c.mesh.as_ref())),
+        )
+        .await;
         for (ep, result) in endpoints.iter().zip(results) {
             checker.apply(&c.name, ep, result);
         }

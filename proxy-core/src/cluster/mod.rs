@@ -136,6 +136,8 @@ pub struct Cluster {
     pub breaker: Option<ErrorRateBreaker>,
     /// Active health checks, when configured.
     pub health: Option<HealthChecker>,
+    /// mTLS to the endpoints, when the cluster is meshed.
+    pub mesh: Option<crate::tls::mesh_client::MeshConnector>,
     /// Whether endpoints can be unavailable at all (outlier detection or health checks):
     /// when not, a pick never looks at their state.
     tracks_health: bool,
@@ -146,6 +148,15 @@ pub struct Cluster {
 impl Cluster {
     /// Build a cluster, resolving DNS endpoints once so the first requests have somewhere to go.
     pub async fn build(cfg: &config::Cluster, metrics: &Metrics) -> Arc<Cluster> {
+        Cluster::build_meshed(cfg, metrics, None).await
+    }
+
+    /// Build a cluster whose connections are mTLS sessions opened by `mesh`.
+    pub async fn build_meshed(
+        cfg: &config::Cluster,
+        metrics: &Metrics,
+        mesh: Option<crate::tls::mesh_client::MeshConnector>,
+    ) -> Arc<Cluster> {
         let cluster = Arc::new(Cluster {
             name: cfg.name.as_str().into(),
             config: cfg.clone(),
@@ -167,6 +178,7 @@ impl Cluster {
                 .health_checks
                 .as_ref()
                 .map(|h| HealthChecker::new(h, cfg.protocol, &cfg.name, metrics)),
+            mesh,
             tracks_health: cfg.outlier_detection.is_some() || cfg.health_checks.is_some(),
             set: ArcSwap::from_pointee(EndpointSet::default()),
             rr: AtomicUsize::new(0),

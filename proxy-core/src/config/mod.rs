@@ -6,6 +6,7 @@
 //! does not hide one in `listeners[2]`), then semantic checks run over what parsed.
 
 mod model;
+mod mtls;
 mod ratelimit;
 mod resilience;
 mod trace;
@@ -19,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
 pub use model::*;
+pub use mtls::{ClusterMtls, Identity, ListenerMtls, MtlsMode};
 pub use ratelimit::*;
 pub use resilience::*;
 pub use trace::*;
@@ -263,6 +265,7 @@ impl Config {
                 "rate_limit_service" => {
                     cfg.rate_limit_service = p.section("rate_limit_service", v)
                 }
+                "identity" => cfg.identity = p.section("identity", v),
                 "listeners" => {
                     (index.listeners, cfg.listeners) = p.list("listeners", v).into_iter().unzip()
                 }
@@ -271,7 +274,7 @@ impl Config {
                 }
                 other => p.at(
                     other,
-                    "unknown field, expected one of \"admin\", \"runtime\", \"access_log\", \"tracing\", \"rate_limit_service\", \"listeners\", \"clusters\"",
+                    "unknown field, expected one of \"admin\", \"runtime\", \"access_log\", \"tracing\", \"rate_limit_service\", \"identity\", \"listeners\", \"clusters\"",
                 ),
             }
         }

@@ -29,6 +29,9 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     #[serde(default)]
     pub clusters: Vec<Cluster>,
+    /// The workload's certificate, key and trust bundle, for mTLS; none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<super::Identity>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -125,6 +128,9 @@ pub struct Listener {
     /// Inbound (to the local app) or outbound (from it): the kind of span traced requests get.
     #[serde(default)]
     pub traffic_direction: super::TraceDirection,
+    /// Terminate mTLS (and authorize peers by SPIFFE ID); plaintext when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<super::ListenerMtls>,
 }
 
 fn default_idle_timeout() -> Dur {
@@ -317,6 +323,9 @@ pub struct Cluster {
     /// endpoint, requests fail fast with 503 `no_healthy_upstream`.
     #[serde(default = "default_panic_threshold")]
     pub healthy_panic_threshold: u32,
+    /// Originate mTLS to the endpoints and check their SPIFFE ID; plaintext when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<super::ClusterMtls>,
 }
 
 fn default_dns_refresh() -> Dur {

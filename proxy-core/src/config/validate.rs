@@ -175,6 +175,7 @@ pub(super) fn config(cfg: &Config, idx: &DocIndex, raw_cluster_names: &[String],
         }
         listener(p, &path, l, &cluster_names);
     }
+    super::mtls::check(cfg, idx, p);
 }
 
 fn listener(p: &mut Problems, path: &str, l: &Listener, clusters: &HashSet<&str>) {

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::cluster::{Cluster, Endpoint};
 use crate::config::{self, UpstreamProtocol};
 use crate::error::ProxyError;
+use crate::resilience::limits::Permit;
 
 type H1 = http1::SendRequest<RequestBody>;
 type H2 = http2::SendRequest<RequestBody>;
@@ -127,7 +128,25 @@ async fn connect(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyError>
         }
     };
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(stream);
+    match &cluster.mesh {
+        Some(mesh) => {
+            let tls = crate::tls::mesh_client::connect(cluster, ep, mesh, stream).await?;
+            handshake(cluster, ep, TokioIo::new(tls), unit).await
+        }
+        None => handshake(cluster, ep, TokioIo::new(stream), unit).await,
+    }
+}
+
+/// The HTTP handshake over a connected byte stream (a socket, or a TLS session over one).
+async fn handshake<S>(
+    cluster: &Cluster,
+    ep: &Endpoint,
+    io: TokioIo<S>,
+    unit: Option<Permit>,
+) -> Result<Sender, ProxyError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let active = cluster.stats.active_connections.clone();
     cluster.stats.connections.inc();
     let handshake_failed =

@@ -59,6 +59,8 @@ pub struct Downstream {
     pub epoch: Instant,
     pub last_active_ms: AtomicU64,
     pub head_since_ms: AtomicU64,
+    /// The peer authenticated by mTLS, if the connection is one.
+    pub peer: Option<Arc<crate::tls::server::PeerIdentity>>,
 }
 
 /// `head_since_ms` when no request head is being waited for.
@@ -75,6 +77,7 @@ impl Downstream {
             epoch: Instant::now(),
             last_active_ms: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(0),
+            peer: None,
         }
     }
 
@@ -574,6 +577,8 @@ async fn forward(
         return Err(fail(ProxyError::HeadersTooLarge { size, limit }));
     }
 
+    crate::tls::authz::admit(routes, down, req.headers_mut()).map_err(fail)?;
+
     // The authority: the URI's (HTTP/2, absolute-form) or the Host header.
     let authority: Authority = match req.uri().authority() {
         Some(a) => a.clone(),
@@ -622,7 +627,7 @@ async fn forward(
     if !route.rate_limits.is_empty() {
         let client = ratelimit::Client {
             address: down.remote.ip(),
-            identity: None,
+            identity: down.peer.as_ref().map(|p| p.uri.as_str()),
         };
         match route
             .rate_limits

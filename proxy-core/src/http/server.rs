@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use tokio::sync::{oneshot, watch};
@@ -21,6 +22,7 @@ use tokio::sync::{oneshot, watch};
 use super::proxy::{self, Downstream, ListenerCtx};
 use crate::config::{Listener, ListenerProtocol};
 use crate::observed::ObservedStream;
+use crate::tls::server::PeerIdentity;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -51,7 +53,7 @@ pub async fn serve(
     remote: SocketAddr,
     cfg: &Listener,
     ctx: Arc<ListenerCtx>,
-    mut drain: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let h2 = match cfg.protocol {
@@ -62,7 +64,25 @@ pub async fn serve(
             None => return,
         },
     };
-    let down = Arc::new(Downstream::new(remote));
+    serve_conn(stream, remote, None, h2, cfg, ctx, drain).await
+}
+
+/// Serve HTTP on an established byte stream (a TCP socket, or an mTLS session with the
+/// peer's identity) whose HTTP version is already known.
+pub async fn serve_conn<S>(
+    stream: S,
+    remote: SocketAddr,
+    peer: Option<Arc<PeerIdentity>>,
+    h2: bool,
+    cfg: &Listener,
+    ctx: Arc<ListenerCtx>,
+    mut drain: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut down = Downstream::new(remote);
+    down.peer = peer;
+    let down = Arc::new(down);
     // The connection's timeouts and a drain are watched by a task of their own: the
     // connection task wakes several times per request, and polling a oneshot there is much
     // cheaper than polling timers and a watch channel (or resetting a header timer for

@@ -285,6 +285,7 @@ impl Walker {
             max_request_headers: 100,
             max_concurrent_streams: 256,
             traffic_direction: Default::default(),
+            mtls: None,
         };
         let mut converted = false;
         if let Some((chains, cpath)) = o.take("filter_chains") {
@@ -959,6 +960,7 @@ impl Walker {
             error_rate_breaker: None,
             health_checks: None,
             healthy_panic_threshold: 50,
+            mtls: None,
         };
         match o.take_str(self, "type").as_deref() {
             None | Some("STATIC") => {}

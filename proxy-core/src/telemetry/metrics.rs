@@ -179,6 +179,7 @@ pub struct Metrics {
     mirrors: Family<MirrorLabels, Counter>,
     rate_limits: Family<RateLimitLabels, Counter>,
     redis_errors: Counter,
+    pub tls: crate::tls::metrics::TlsMetrics,
 }
 
 impl Metrics {
@@ -220,6 +221,7 @@ impl Metrics {
             mirrors: Family::default(),
             rate_limits: Family::default(),
             redis_errors: Counter::default(),
+            tls: Default::default(),
         };
         r.register(
             "requests",
@@ -388,6 +390,7 @@ impl Metrics {
         for result in ["success", "failure"] {
             member(&m.reloads, &ResultLabels { result });
         }
+        m.tls.register(&mut r);
         let info: Family<VersionLabels, Gauge> = Family::default();
         info.get_or_create(&VersionLabels {
             version: env!("CARGO_PKG_VERSION"),
