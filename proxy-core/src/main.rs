@@ -47,6 +47,9 @@ enum Command {
     },
     /// Print the built-in default config.
     DefaultConfig,
+    /// Install (or print, or remove) the nat rules that redirect the pod's TCP traffic to
+    /// the intercepting listeners; run by an init container with NET_ADMIN.
+    Iptables(proxy_core::intercept::iptables::Args),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,15 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Iptables(args) => {
+            match proxy_core::intercept::iptables::command(&args, &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sidecar iptables: {e} [{}]", e.reason());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run => run(cli.run),
     }
 }
