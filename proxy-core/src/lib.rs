@@ -12,8 +12,10 @@
 pub mod admin;
 pub mod cluster;
 pub mod config;
+pub mod detect;
 pub mod error;
 pub mod http;
+pub mod intercept;
 pub mod listener;
 pub mod observed;
 pub mod resilience;

@@ -2,6 +2,7 @@
 //! side's EOF becomes a shutdown of the other's write side), and the connection closed when
 //! no byte has moved in either direction for the idle timeout.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::cluster::Cluster;
 use crate::observed::ObservedStream;
-use crate::telemetry::metrics::ListenerStats;
+use crate::telemetry::metrics::{ClusterStats, ListenerStats};
 
 pub async fn proxy(down: TcpStream, cluster: Arc<Cluster>, idle: Duration, stats: &ListenerStats) {
     let _ = down.set_nodelay(true);
@@ -42,10 +43,50 @@ pub async fn proxy(down: TcpStream, cluster: Arc<Cluster>, idle: Duration, stats
             return;
         }
     };
-    let _ = up.set_nodelay(true);
     let _active = ep.start_request();
-    cluster.stats.connections.inc();
-    cluster.stats.active_connections.inc();
+    pipe(down, up, idle, stats, &cluster.stats).await;
+}
+
+/// Connect to one address (an intercepted connection's original destination, or the app
+/// behind an inbound listener) and copy, counting on `cluster` (`passthrough`,
+/// `inbound_passthrough`): the original-destination cluster of Envoy, without a pool.
+pub async fn proxy_to(
+    down: TcpStream,
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    idle: Duration,
+    stats: &ListenerStats,
+    cluster: &ClusterStats,
+) {
+    let _ = down.set_nodelay(true);
+    let up = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            cluster.connect_failures.inc();
+            stats.local_reply("upstream_connect_failed");
+            tracing::debug!(upstream = %addr, error = %e, "tcp: connect failed");
+            return;
+        }
+        Err(_) => {
+            cluster.connect_failures.inc();
+            stats.local_reply("upstream_connect_timeout");
+            return;
+        }
+    };
+    pipe(down, up, idle, stats, cluster).await;
+}
+
+/// Copy both ways until both sides are done or nothing has moved for `idle`.
+async fn pipe(
+    down: TcpStream,
+    up: TcpStream,
+    idle: Duration,
+    stats: &ListenerStats,
+    cluster: &ClusterStats,
+) {
+    let _ = up.set_nodelay(true);
+    cluster.connections.inc();
+    cluster.active_connections.inc();
     let epoch = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
     let on_read = |bytes: Counter| {
@@ -66,11 +107,11 @@ pub async fn proxy(down: TcpStream, cluster: Arc<Cluster>, idle: Duration, stats
             _ = tokio::time::sleep_until(idle_deadline) => {
                 let now_ms = epoch.elapsed().as_millis() as u64;
                 if now_ms.saturating_sub(last.load(Ordering::Relaxed)) >= idle.as_millis() as u64 {
-                    tracing::debug!(cluster = %cluster.name, "tcp: idle timeout; closing");
+                    tracing::debug!("tcp: idle timeout; closing");
                     break;
                 }
             }
         }
     }
-    cluster.stats.active_connections.dec();
+    cluster.active_connections.dec();
 }

@@ -5,6 +5,7 @@
 //! top-level section and each list item is deserialized on its own (a typo in `clusters[0]`
 //! does not hide one in `listeners[2]`), then semantic checks run over what parsed.
 
+pub mod intercept;
 mod model;
 mod resilience;
 pub mod units;
@@ -15,6 +16,7 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
+pub use intercept::InterceptMode;
 pub use model::*;
 pub use resilience::*;
 pub use units::{Dur, Size};

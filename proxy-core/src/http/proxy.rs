@@ -54,6 +54,9 @@ pub struct Downstream {
     pub epoch: Instant,
     pub last_active_ms: AtomicU64,
     pub head_since_ms: AtomicU64,
+    /// An intercepted connection whose original destination is an endpoint of this
+    /// cluster: its requests go there, by the listener's implicit route to it.
+    pub via_cluster: Option<Arc<str>>,
 }
 
 /// `head_since_ms` when no request head is being waited for.
@@ -70,6 +73,7 @@ impl Downstream {
             epoch: Instant::now(),
             last_active_ms: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(0),
+            via_cluster: None,
         }
     }
 
@@ -246,7 +250,10 @@ pub async fn handle(
         permit: None,
         log: None,
     };
-    let routes = snap.listeners.get(&*l.name).cloned();
+    let routes = snap
+        .listeners
+        .get(&*l.name)
+        .map(|r| r.for_connection(down.via_cluster.as_deref()));
     let result = match routes {
         Some(routes) => forward(&routes, &snap, &down, req, &mut finish).await,
         None => Err((

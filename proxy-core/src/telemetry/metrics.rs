@@ -35,6 +35,12 @@ struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    listener: String,
+    protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     listener: String,
     reason: &'static str,
@@ -147,6 +153,7 @@ pub struct Metrics {
     breaker_transitions: Family<ClusterStateLabels, Counter>,
     health_checks: Family<ClusterResultLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
+    detections: Family<ProtocolLabels, Counter>,
 }
 
 impl Metrics {
@@ -181,6 +188,7 @@ impl Metrics {
             breaker_transitions: Family::default(),
             health_checks: Family::default(),
             reloads: Family::default(),
+            detections: Family::default(),
         };
         r.register(
             "requests",
@@ -318,6 +326,11 @@ impl Metrics {
         for result in ["success", "failure"] {
             member(&m.reloads, &ResultLabels { result });
         }
+        r.register(
+            "protocol_detections",
+            "Intercepted connections by listener and detected protocol",
+            m.detections.clone(),
+        );
         let info: Family<VersionLabels, Gauge> = Family::default();
         info.get_or_create(&VersionLabels {
             version: env!("CARGO_PKG_VERSION"),
@@ -460,6 +473,24 @@ impl Metrics {
             states.map(|s| member(&self.breaker_state, &l(s))),
             states.map(|s| member(&self.breaker_transitions, &l(s))),
         )
+    }
+
+    /// An intercepting listener's detection counters, one per protocol label, all present
+    /// from the start.
+    pub fn detections<const N: usize>(
+        &self,
+        listener: &str,
+        protocols: [&'static str; N],
+    ) -> [Counter; N] {
+        protocols.map(|protocol| {
+            member(
+                &self.detections,
+                &ProtocolLabels {
+                    listener: listener.into(),
+                    protocol,
+                },
+            )
+        })
     }
 
     /// Active health check counters: `[success, failure]`.
