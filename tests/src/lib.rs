@@ -29,6 +29,7 @@ pub mod body;
 pub mod client;
 pub mod load;
 pub mod metrics;
+pub mod netns;
 pub mod ports;
 pub mod process;
 pub mod proxy_config;
