@@ -75,3 +75,65 @@ pub(super) fn check_listener(p: &mut Problems, path: &str, l: &Listener) -> bool
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, InterceptMode};
+
+    fn problems(listener: &str) -> Vec<String> {
+        let yaml = format!(
+            "listeners:\n  - {listener}\nclusters:\n  - {{ name: c, endpoints: [\"127.0.0.1:1\"] }}\n"
+        );
+        match Config::from_yaml(&yaml) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn intercepting_listeners_need_no_routes_and_take_the_defaults() {
+        let cfg = Config::from_yaml(
+            "listeners:\n  - { name: out, address: \"0.0.0.0:15001\", intercept: outbound }\n",
+        )
+        .unwrap();
+        let l = &cfg.listeners[0];
+        assert_eq!(l.intercept, Some(InterceptMode::Outbound));
+        assert_eq!(l.opaque_ports, super::DEFAULT_OPAQUE_PORTS);
+        assert_eq!(
+            l.protocol_detection_timeout,
+            super::default_detect_timeout()
+        );
+    }
+
+    #[test]
+    fn problems_name_their_field() {
+        assert_eq!(
+            problems("{ name: l, address: \"0.0.0.0:1\", intercept: inbound, protocol: tcp }"),
+            [
+                "listeners[0].protocol: an intercepting listener detects each connection's protocol; leave protocol at auto"
+            ]
+        );
+        assert_eq!(
+            problems(
+                "{ name: l, address: \"0.0.0.0:1\", intercept: inbound, protocol_detection_timeout: 0s, opaque_ports: [25, 0] }"
+            ),
+            [
+                "listeners[0].protocol_detection_timeout: must be more than 0 (ports that must not wait belong in opaque_ports)",
+                "listeners[0].opaque_ports[1]: port 0 is not a port"
+            ]
+        );
+        let p = problems(
+            "{ name: l, address: \"0.0.0.0:1\", opaque_ports: [25], routes: [{ name: r, cluster: c }] }",
+        );
+        assert_eq!(
+            p,
+            [
+                "listeners[0].opaque_ports: only intercepting listeners (intercept: inbound|outbound) take opaque_ports"
+            ]
+        );
+        assert!(
+            problems("{ name: l, address: \"0.0.0.0:1\", intercept: sideways }")[0]
+                .starts_with("listeners[0].intercept")
+        );
+    }
+}
