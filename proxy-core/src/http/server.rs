@@ -5,7 +5,7 @@
 //! `auto` listeners tell the two apart by peeking at the first bytes for the h2c
 //! prior-knowledge preface (`detect::sniff_h2`), then hand the socket to the plain HTTP/1
 //! or HTTP/2 server: one `peek` per connection instead of a rewinding wrapper around every
-//! read. Intercepted connections arrive here already classified (`serve_detected`).
+//! read. Intercepted connections arrive here already classified (`serve_as`).
 
 use std::future::Future;
 use std::net::SocketAddr;
