@@ -68,6 +68,11 @@ elif mode == "greet-client":
 const DETECT_MS: u64 = 1500;
 
 fn sidecar_config(clusters: &str) -> String {
+    sidecar_config_with_routes(clusters, "")
+}
+
+/// `routes` go on the outbound listener (YAML lines indented for it).
+fn sidecar_config_with_routes(clusters: &str, routes: &str) -> String {
     format!(
         r#"admin:
   address: 127.0.0.1:{ADMIN}
@@ -76,7 +81,7 @@ listeners:
     address: 0.0.0.0:15001
     intercept: outbound
     protocol_detection_timeout: {DETECT_MS}ms
-  - name: inbound
+{routes}  - name: inbound
     address: 0.0.0.0:15006
     intercept: inbound
     protocol_detection_timeout: {DETECT_MS}ms
@@ -254,9 +259,12 @@ async fn two_pods(flavour: &str) {
         dir.path(),
         "sidecar-a",
         flavour,
-        &sidecar_config(&format!(
-            "  - name: svc-b\n    endpoints: [\"{b_addr}:8080\"]\n  - name: redis-b\n    endpoints: [\"{b_addr}:7379\"]\n"
-        )),
+        &sidecar_config_with_routes(
+            &format!(
+                "  - name: svc-b\n    endpoints: [\"{b_addr}:8080\"]\n  - name: redis-b\n    endpoints: [\"{b_addr}:7379\"]\n"
+            ),
+            "    routes:\n      - name: by-name\n        match: { hosts: [\"svc-b.mesh\"] }\n        cluster: svc-b\n",
+        ),
     )
     .await;
     let _sidecar_b = start_sidecar(
@@ -293,6 +301,38 @@ async fn two_pods(flavour: &str) {
     // A's sidecar keeps its connection to B alive: B detects once per connection.
     let b_http = detections(&mb, "inbound", "http1");
     assert!((1.0..=5.0).contains(&b_http), "{}", mb.text);
+
+    // By service name: the app dials some address (here pod C's), but the Host names a
+    // service a route knows, so the request goes to that service's cluster (pod B).
+    let out = a.ns.run(
+        "curl",
+        &[
+            "-sS",
+            "--fail",
+            "--max-time",
+            "10",
+            "-H",
+            "Host: svc-b.mesh",
+            &format!("http://{}:9090/by-name", c.addr),
+        ],
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["app"], "app-b", "{r}");
+    let ma = netns::metrics(a, ADMIN);
+    assert_eq!(
+        ma.sum(
+            "sidecar_requests_total",
+            &[
+                ("listener", "outbound"),
+                ("route", "by-name"),
+                ("cluster", "svc-b")
+            ]
+        ),
+        1.0,
+        "{}",
+        ma.text
+    );
+    assert_eq!(detections(&ma, "outbound", "http1"), 6.0);
 
     // Opaque TCP across pods: Redis, detected as neither TLS nor HTTP.
     let set = a.ns.run(
