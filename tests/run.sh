@@ -34,6 +34,7 @@ trap on_exit EXIT
 declare -A PKG=(
   [nginx]=nginx [haproxy]=haproxy [wrk]=wrk [h2load]=nghttp2-client [promtool]=prometheus [prometheus]=prometheus
   [redis-server]=redis-server [iptables]=iptables [ip]=iproute2 [tcpdump]=tcpdump [curl]=curl
+  [python3]=python3
 )
 step "test peers: ${!PKG[*]}"
 missing=()
@@ -45,7 +46,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   "${SUDO[@]}" apt-get update
   "${SUDO[@]}" apt-get install -y --no-install-recommends \
-    nginx haproxy wrk nghttp2-client prometheus redis-server iptables iproute2 tcpdump curl
+    nginx haproxy wrk nghttp2-client prometheus redis-server iptables iproute2 tcpdump curl python3
   for cmd in "${!PKG[@]}"; do
     command -v "$cmd" >/dev/null || { echo "still missing after apt-get: $cmd (${PKG[$cmd]})" >&2; exit 1; }
   done

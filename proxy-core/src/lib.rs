@@ -12,10 +12,12 @@
 pub mod admin;
 pub mod cluster;
 pub mod config;
+pub mod detect;
 pub mod error;
 pub mod http;
 pub mod import;
 pub mod inspect;
+pub mod intercept;
 pub mod listener;
 pub mod observed;
 pub mod ratelimit;

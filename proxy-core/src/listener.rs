@@ -1,4 +1,5 @@
-//! Listeners: bind, accept, and hand each connection to the HTTP server or the TCP proxy.
+//! Listeners: bind, accept, and hand each connection to the HTTP server, the TCP proxy, or
+//! (intercepting listeners) `intercept::connection`, which reads its original destination.
 //! Each connection task is tracked so a drain can wait for them all.
 
 use std::net::SocketAddr;
@@ -74,6 +75,12 @@ pub async fn run(a: Accept) {
             ctx.stats.connections.inc();
             ctx.stats.active_connections.inc();
             let cfg = &routes.config;
+            if cfg.intercept.is_some() {
+                crate::intercept::connection::serve(stream, remote, routes, ctx.clone(), drain)
+                    .await;
+                ctx.stats.active_connections.dec();
+                return;
+            }
             if let Some(tls) = routes.tls.clone() {
                 crate::tls::server::serve(stream, remote, tls, routes.clone(), ctx.clone(), drain)
                     .await;

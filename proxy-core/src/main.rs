@@ -74,6 +74,9 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Install (or print, or remove) the nat rules that redirect the pod's TCP traffic to
+    /// the intercepting listeners; run by an init container with NET_ADMIN.
+    Iptables(proxy_core::intercept::iptables::Args),
 }
 
 #[derive(Subcommand)]
@@ -142,6 +145,15 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Iptables(args) => {
+            match proxy_core::intercept::iptables::command(&args, &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sidecar iptables: {e} [{}]", e.reason());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::ImportEnvoy { file } => proxy_core::import::envoy::run_cli(&file),
         Command::Status { view, admin } => {
             match inspect::status(&admin.admin, view, admin.output) {

@@ -257,6 +257,12 @@ impl Route {
             && self.headers.iter().all(|h| h.matches(headers))
     }
 
+    /// Could a request for `host` (without port) match, whatever its path and headers?
+    /// Intercepted HTTP/1 connections are sent to the routes when one could.
+    pub fn matches_host(&self, host: &str) -> bool {
+        self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host))
+    }
+
     /// The target for one request: the only one, or one drawn by weight. With a sticky
     /// header, the draw is the header value's hash, so one client stays on one target (as
     /// long as the weights stay); a request without the header is drawn at random.

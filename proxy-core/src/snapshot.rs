@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::cluster::Cluster;
 use crate::config::{Config, Listener};
+use crate::intercept::destinations::Destinations;
 use crate::ratelimit::redis_window::RedisLimiter;
 use crate::route::Route;
 use crate::telemetry::access_log::AccessLog;
@@ -24,6 +25,19 @@ pub struct ListenerRoutes {
     pub cluster: Option<Arc<Cluster>>,
     /// For mTLS listeners.
     pub tls: Option<Arc<InboundTls>>,
+    /// For intercepting listeners: which cluster an original destination belongs to.
+    pub destinations: Option<Destinations>,
+}
+
+impl ListenerRoutes {
+    /// The routes for a connection: an intercepted one matched to a cluster by its
+    /// original destination uses the implicit route to that cluster.
+    pub fn for_connection(self: &Arc<Self>, via_cluster: Option<&str>) -> Arc<ListenerRoutes> {
+        via_cluster
+            .and_then(|c| self.destinations.as_ref()?.routes_for(c))
+            .unwrap_or(self)
+            .clone()
+    }
 }
 
 pub struct Snapshot {
@@ -102,6 +116,9 @@ impl Snapshot {
                     routes,
                     cluster: l.cluster.as_deref().and_then(lookup),
                     tls,
+                    destinations: l
+                        .intercept
+                        .map(|_| Destinations::build(l, &cfg.clusters, lookup, metrics)),
                 };
                 (l.name.clone(), Arc::new(lr))
             })

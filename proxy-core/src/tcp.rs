@@ -2,6 +2,7 @@
 //! side's EOF becomes a shutdown of the other's write side), and the connection closed when
 //! no byte has moved in either direction for the idle timeout.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,16 +12,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::cluster::{Cluster, Endpoint};
+use crate::cluster::Cluster;
 use crate::observed::ObservedStream;
-use crate::telemetry::metrics::ListenerStats;
+use crate::telemetry::metrics::{ClusterStats, ListenerStats};
 
 pub async fn proxy(down: TcpStream, cluster: Arc<Cluster>, idle: Duration, stats: &ListenerStats) {
     let _ = down.set_nodelay(true);
     proxy_stream(down, cluster, idle, stats).await
 }
 
-/// Proxy a downstream byte stream (a socket, or an mTLS session over one).
+/// Proxy a downstream byte stream (a socket, or an mTLS session over one) to an endpoint of
+/// `cluster`, over mTLS when the cluster is meshed.
 pub async fn proxy_stream<D>(down: D, cluster: Arc<Cluster>, idle: Duration, stats: &ListenerStats)
 where
     D: AsyncRead + AsyncWrite + Unpin,
@@ -52,30 +54,54 @@ where
         }
     };
     let _ = up.set_nodelay(true);
+    let _active = ep.start_request();
     match &cluster.mesh {
         Some(mesh) => match crate::tls::mesh_client::connect(&cluster, &ep, mesh, up).await {
-            Ok(tls) => relay(down, tls, &cluster, &ep, idle, stats).await,
+            Ok(tls) => pipe(down, tls, idle, stats, &cluster.stats).await,
             Err(e) => stats.local_reply(e.reason()),
         },
-        None => relay(down, up, &cluster, &ep, idle, stats).await,
+        None => pipe(down, up, idle, stats, &cluster.stats).await,
     }
 }
 
-/// Copy both ways until both sides are done or the connection idles out.
-async fn relay<D, U>(
-    down: D,
-    up: U,
-    cluster: &Cluster,
-    ep: &Arc<Endpoint>,
+/// Connect to one address (an intercepted connection's original destination, or the app
+/// behind an inbound listener) and copy, counting on `cluster` (`passthrough`,
+/// `inbound_passthrough`): the original-destination cluster of Envoy, without a pool.
+pub async fn proxy_to(
+    down: TcpStream,
+    addr: SocketAddr,
+    connect_timeout: Duration,
     idle: Duration,
     stats: &ListenerStats,
-) where
+    cluster: &ClusterStats,
+) {
+    let _ = down.set_nodelay(true);
+    let up = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            cluster.connect_failures.inc();
+            stats.local_reply("upstream_connect_failed");
+            tracing::debug!(upstream = %addr, error = %e, "tcp: connect failed");
+            return;
+        }
+        Err(_) => {
+            cluster.connect_failures.inc();
+            stats.local_reply("upstream_connect_timeout");
+            return;
+        }
+    };
+    let _ = up.set_nodelay(true);
+    pipe(down, up, idle, stats, cluster).await;
+}
+
+/// Copy both ways until both sides are done or nothing has moved for `idle`.
+async fn pipe<D, U>(down: D, up: U, idle: Duration, stats: &ListenerStats, cluster: &ClusterStats)
+where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let _active = ep.start_request();
-    cluster.stats.connections.inc();
-    cluster.stats.active_connections.inc();
+    cluster.connections.inc();
+    cluster.active_connections.inc();
     let epoch = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
     let on_read = |bytes: Counter| {
@@ -96,11 +122,11 @@ async fn relay<D, U>(
             _ = tokio::time::sleep_until(idle_deadline) => {
                 let now_ms = epoch.elapsed().as_millis() as u64;
                 if now_ms.saturating_sub(last.load(Ordering::Relaxed)) >= idle.as_millis() as u64 {
-                    tracing::debug!(cluster = %cluster.name, "tcp: idle timeout; closing");
+                    tracing::debug!("tcp: idle timeout; closing");
                     break;
                 }
             }
         }
     }
-    cluster.stats.active_connections.dec();
+    cluster.active_connections.dec();
 }

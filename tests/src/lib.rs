@@ -32,6 +32,7 @@ pub mod collector;
 pub mod load;
 pub mod mesh;
 pub mod metrics;
+pub mod netns;
 pub mod ports;
 pub mod process;
 pub mod proxy_config;

@@ -5,6 +5,7 @@
 //! top-level section and each list item is deserialized on its own (a typo in `clusters[0]`
 //! does not hide one in `listeners[2]`), then semantic checks run over what parsed.
 
+pub mod intercept;
 mod model;
 mod mtls;
 mod ratelimit;
@@ -19,6 +20,7 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
+pub use intercept::InterceptMode;
 pub use model::*;
 pub use mtls::{ClusterMtls, Identity, ListenerMtls, MtlsMode};
 pub use ratelimit::*;

@@ -131,6 +131,22 @@ pub struct Listener {
     /// Terminate mTLS (and authorize peers by SPIFFE ID); plaintext when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls: Option<super::ListenerMtls>,
+    /// Receives connections redirected by `sidecar iptables`: `inbound` or `outbound`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intercept: Option<super::InterceptMode>,
+    /// Intercepting listeners: how long to wait for a client's first bytes before taking
+    /// the connection as opaque TCP.
+    #[serde(
+        default = "super::intercept::default_detect_timeout",
+        skip_serializing_if = "super::intercept::is_default_detect_timeout"
+    )]
+    pub protocol_detection_timeout: Dur,
+    /// Intercepting listeners: destination ports that skip detection (opaque TCP at once).
+    #[serde(
+        default = "super::intercept::default_opaque_ports",
+        skip_serializing_if = "super::intercept::is_default_opaque_ports"
+    )]
+    pub opaque_ports: Vec<u16>,
 }
 
 fn default_idle_timeout() -> Dur {

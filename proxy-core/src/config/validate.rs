@@ -179,6 +179,9 @@ pub(super) fn config(cfg: &Config, idx: &DocIndex, raw_cluster_names: &[String],
 }
 
 fn listener(p: &mut Problems, path: &str, l: &Listener, clusters: &HashSet<&str>) {
+    if !super::intercept::check_listener(p, path, l) {
+        return;
+    }
     if l.protocol == ListenerProtocol::Tcp {
         match &l.cluster {
             None => p.at(format!("{path}.cluster"), "a tcp listener needs a cluster"),
@@ -201,7 +204,7 @@ fn listener(p: &mut Problems, path: &str, l: &Listener, clusters: &HashSet<&str>
             "only tcp listeners take a cluster; http listeners send requests by their routes",
         );
     }
-    if l.routes.is_empty() {
+    if l.routes.is_empty() && l.intercept.is_none() {
         p.at(
             format!("{path}.routes"),
             "an http listener needs at least one route",

@@ -61,6 +61,9 @@ pub struct Downstream {
     pub head_since_ms: AtomicU64,
     /// The peer authenticated by mTLS, if the connection is one.
     pub peer: Option<Arc<crate::tls::server::PeerIdentity>>,
+    /// An intercepted connection whose original destination is an endpoint of this
+    /// cluster: its requests go there, by the listener's implicit route to it.
+    pub via_cluster: Option<Arc<str>>,
 }
 
 /// `head_since_ms` when no request head is being waited for.
@@ -78,6 +81,7 @@ impl Downstream {
             last_active_ms: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(0),
             peer: None,
+            via_cluster: None,
         }
     }
 
@@ -447,7 +451,10 @@ pub async fn handle(
         attempts: 0,
         tap: tap::Record::begin(&l.stats.tap, &req),
     };
-    let routes = snap.listeners.get(&*l.name).cloned();
+    let routes = snap
+        .listeners
+        .get(&*l.name)
+        .map(|r| r.for_connection(down.via_cluster.as_deref()));
     let result = match routes {
         Some(routes) => forward(&routes, &snap, &down, req, &mut finish).await,
         None => Err((

@@ -3,8 +3,9 @@
 //! HTTP/2: GOAWAY).
 //!
 //! `auto` listeners tell the two apart by peeking at the first bytes for the h2c
-//! prior-knowledge preface, then hand the socket to the plain HTTP/1 or HTTP/2 server:
-//! one `peek` per connection instead of a rewinding wrapper around every read.
+//! prior-knowledge preface (`detect::sniff_h2`), then hand the socket to the plain HTTP/1
+//! or HTTP/2 server: one `peek` per connection instead of a rewinding wrapper around every
+//! read. Intercepted connections arrive here already classified (`serve_as`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,30 +25,6 @@ use crate::config::{Listener, ListenerProtocol};
 use crate::observed::ObservedStream;
 use crate::tls::server::PeerIdentity;
 
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Does the connection open with the HTTP/2 preface? `None` if it closed or stayed silent
-/// past `timeout` before saying enough to tell.
-async fn sniff_h2(stream: &TcpStream, timeout: Duration) -> Option<bool> {
-    let mut buf = [0u8; 4];
-    let read = async {
-        loop {
-            stream.readable().await.ok()?;
-            match stream.peek(&mut buf).await {
-                Ok(0) => return None,
-                // "PRI " is reserved for the preface: four bytes decide.
-                Ok(n) if n >= 4 || !H2_PREFACE.starts_with(&buf[..n]) => {
-                    return Some(buf[..n] == H2_PREFACE[..n] && n >= 4);
-                }
-                // A few bytes of what may be the preface: wait briefly for the rest.
-                Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-                Err(_) => return None,
-            }
-        }
-    };
-    tokio::time::timeout(timeout, read).await.ok().flatten()
-}
-
 pub async fn serve(
     stream: TcpStream,
     remote: SocketAddr,
@@ -59,12 +36,14 @@ pub async fn serve(
     let h2 = match cfg.protocol {
         ListenerProtocol::Http2 => true,
         ListenerProtocol::Http1 | ListenerProtocol::Tcp => false,
-        ListenerProtocol::Auto => match sniff_h2(&stream, cfg.request_header_timeout.get()).await {
-            Some(h2) => h2,
-            None => return,
-        },
+        ListenerProtocol::Auto => {
+            match crate::detect::sniff_h2(&stream, cfg.request_header_timeout.get()).await {
+                Some(h2) => h2,
+                None => return,
+            }
+        }
     };
-    serve_conn(stream, remote, None, h2, cfg, ctx, drain).await
+    serve_as(stream, Downstream::new(remote), h2, cfg, ctx, drain).await;
 }
 
 /// Serve HTTP on an established byte stream (a TCP socket, or an mTLS session with the
@@ -76,12 +55,28 @@ pub async fn serve_conn<S>(
     h2: bool,
     cfg: &Listener,
     ctx: Arc<ListenerCtx>,
-    mut drain: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut down = Downstream::new(remote);
     down.peer = peer;
+    serve_as(stream, down, h2, cfg, ctx, drain).await;
+}
+
+/// Serve a connection whose protocol is already known (`h2`: HTTP/2, else HTTP/1), for
+/// a client described by `down` (an intercepted connection's, or an mTLS peer's).
+pub async fn serve_as<S>(
+    stream: S,
+    down: Downstream,
+    h2: bool,
+    cfg: &Listener,
+    ctx: Arc<ListenerCtx>,
+    mut drain: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let remote = down.remote;
     let down = Arc::new(down);
     // The connection's timeouts and a drain are watched by a task of their own: the
     // connection task wakes several times per request, and polling a oneshot there is much

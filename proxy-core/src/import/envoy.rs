@@ -286,6 +286,9 @@ impl Walker {
             max_concurrent_streams: 256,
             traffic_direction: Default::default(),
             mtls: None,
+            intercept: None,
+            protocol_detection_timeout: crate::config::intercept::default_detect_timeout(),
+            opaque_ports: crate::config::intercept::default_opaque_ports(),
         };
         let mut converted = false;
         if let Some((chains, cpath)) = o.take("filter_chains") {

@@ -36,6 +36,12 @@ struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    listener: String,
+    protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     listener: String,
     reason: &'static str,
@@ -180,6 +186,7 @@ pub struct Metrics {
     rate_limits: Family<RateLimitLabels, Counter>,
     redis_errors: Counter,
     pub tls: crate::tls::metrics::TlsMetrics,
+    detections: Family<ProtocolLabels, Counter>,
 }
 
 impl Metrics {
@@ -222,6 +229,7 @@ impl Metrics {
             rate_limits: Family::default(),
             redis_errors: Counter::default(),
             tls: Default::default(),
+            detections: Family::default(),
         };
         r.register(
             "requests",
@@ -391,6 +399,11 @@ impl Metrics {
             member(&m.reloads, &ResultLabels { result });
         }
         m.tls.register(&mut r);
+        r.register(
+            "protocol_detections",
+            "Intercepted connections by listener and detected protocol",
+            m.detections.clone(),
+        );
         let info: Family<VersionLabels, Gauge> = Family::default();
         info.get_or_create(&VersionLabels {
             version: env!("CARGO_PKG_VERSION"),
@@ -542,6 +555,24 @@ impl Metrics {
             states.map(|s| member(&self.breaker_state, &l(s))),
             states.map(|s| member(&self.breaker_transitions, &l(s))),
         )
+    }
+
+    /// An intercepting listener's detection counters, one per protocol label, all present
+    /// from the start.
+    pub fn detections<const N: usize>(
+        &self,
+        listener: &str,
+        protocols: [&'static str; N],
+    ) -> [Counter; N] {
+        protocols.map(|protocol| {
+            member(
+                &self.detections,
+                &ProtocolLabels {
+                    listener: listener.into(),
+                    protocol,
+                },
+            )
+        })
     }
 
     /// Active health check counters: `[success, failure]`.
