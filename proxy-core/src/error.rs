@@ -50,6 +50,23 @@ pub enum ProxyError {
     TooManyHeaders { count: usize, limit: usize },
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("TLS with {addr} failed: {detail}")]
+    UpstreamTls {
+        addr: std::net::SocketAddr,
+        detail: String,
+    },
+    #[error("route {route:?} is over its local rate limit; retry after {retry_after:?}")]
+    LocalRateLimited {
+        route: std::sync::Arc<str>,
+        retry_after: std::time::Duration,
+    },
+    /// A route's credential could not be had (a token endpoint failing, a secret file
+    /// missing). `detail` must never hold a secret: it reaches the client.
+    #[error("route {route:?} has no credential to send: {detail}")]
+    CredentialUnavailable {
+        route: std::sync::Arc<str>,
+        detail: String,
+    },
 }
 
 impl ProxyError {
@@ -70,6 +87,9 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => "request_headers_too_large",
             ProxyError::TooManyHeaders { .. } => "too_many_headers",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::UpstreamTls { .. } => "upstream_tls_failed",
+            ProxyError::LocalRateLimited { .. } => "local_rate_limited",
+            ProxyError::CredentialUnavailable { .. } => "credential_unavailable",
         }
     }
 
@@ -79,7 +99,10 @@ impl ProxyError {
             ProxyError::NoHealthyUpstream(_)
             | ProxyError::RefusedStream(_)
             | ProxyError::Overflow { .. }
-            | ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::CircuitOpen { .. }
+            | ProxyError::CredentialUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::LocalRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::ConnectFailed { .. } | ProxyError::Reset(_) | ProxyError::Protocol(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -98,9 +121,9 @@ impl ProxyError {
     /// responses, which a retry would most likely get again.
     pub fn upstream_failure(&self) -> Option<UpstreamFailure> {
         match self {
-            ProxyError::ConnectFailed { .. } | ProxyError::ConnectTimeout(_) => {
-                Some(UpstreamFailure::ConnectFailure)
-            }
+            ProxyError::ConnectFailed { .. }
+            | ProxyError::ConnectTimeout(_)
+            | ProxyError::UpstreamTls { .. } => Some(UpstreamFailure::ConnectFailure),
             ProxyError::Reset(_) => Some(UpstreamFailure::Reset),
             ProxyError::RefusedStream(_) => Some(UpstreamFailure::RefusedStream),
             ProxyError::PerTryTimeout(_) => Some(UpstreamFailure::PerTryTimeout),

@@ -4,11 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use regex::Regex;
 
 use crate::cluster::Cluster;
 use crate::config;
+use crate::http::inject::RequestHook;
+use crate::ratelimit::local::TokenBucket;
 use crate::resilience::retry::RetryPolicy;
 use crate::telemetry::metrics::{Metrics, RouteStats};
 
@@ -131,6 +134,17 @@ pub struct Route {
     pub request_headers_to_remove: Vec<HeaderName>,
     pub response_headers_to_add: Vec<HeaderAdd>,
     pub response_headers_to_remove: Vec<HeaderName>,
+    /// `prefix_rewrite` with the prefix it replaces; `host_rewrite_literal`.
+    rewrite: Option<Box<Rewrite>>,
+    /// The local rate limit, when configured.
+    pub rate_limit: Option<TokenBucket>,
+    /// Per-attempt request editing set by the program (never from config).
+    pub hook: Option<Arc<dyn RequestHook>>,
+}
+
+struct Rewrite {
+    prefix: Option<(String, String)>,
+    host: Option<Authority>,
 }
 
 fn header_adds(list: &[config::HeaderValueOption]) -> Vec<HeaderAdd> {
@@ -211,9 +225,73 @@ impl Route {
             request_headers_to_remove: header_names(&cfg.request_headers_to_remove),
             response_headers_to_add: header_adds(&cfg.response_headers_to_add),
             response_headers_to_remove: header_names(&cfg.response_headers_to_remove),
+            rewrite: Rewrite::build(cfg).map(Box::new),
+            rate_limit: cfg
+                .local_rate_limit
+                .as_ref()
+                .map(|rl| TokenBucket::new(rl, metrics.local_rate_limit(listener, &cfg.name))),
+            hook: None,
         }
     }
 
+    /// Apply `prefix_rewrite` and `host_rewrite_literal` to the request going upstream.
+    pub fn rewrite_target(&self, parts: &mut http::request::Parts, authority: &mut Authority) {
+        let Some(rw) = &self.rewrite else {
+            return;
+        };
+        if let Some((from, to)) = &rw.prefix
+            && let Some(rest) = parts.uri.path().strip_prefix(from.as_str())
+        {
+            let mut pq = String::with_capacity(to.len() + rest.len() + 1);
+            pq.push_str(to);
+            // "/stripe" + "" and "/" + "/x" both become well-formed paths.
+            if !pq.ends_with('/') && !rest.is_empty() && !rest.starts_with('/') {
+                pq.push('/');
+            }
+            pq.push_str(if pq.ends_with('/') {
+                rest.trim_start_matches('/')
+            } else {
+                rest
+            });
+            if pq.is_empty() {
+                pq.push('/');
+            }
+            if let Some(q) = parts.uri.query() {
+                pq.push('?');
+                pq.push_str(q);
+            }
+            let mut up = parts.uri.clone().into_parts();
+            if let Ok(pq) = http::uri::PathAndQuery::try_from(pq) {
+                up.path_and_query = Some(pq);
+                if let Ok(uri) = Uri::from_parts(up) {
+                    parts.uri = uri;
+                }
+            }
+        }
+        if let Some(host) = &rw.host {
+            *authority = host.clone();
+            if let Ok(v) = HeaderValue::from_str(host.as_str()) {
+                parts.headers.insert(http::header::HOST, v);
+            }
+        }
+    }
+}
+
+impl Rewrite {
+    fn build(cfg: &config::Route) -> Option<Rewrite> {
+        let prefix = cfg
+            .prefix_rewrite
+            .clone()
+            .and_then(|to| Some((cfg.matcher.prefix.clone()?, to)));
+        let host = cfg
+            .host_rewrite_literal
+            .as_deref()
+            .and_then(|h| Authority::try_from(h).ok());
+        (prefix.is_some() || host.is_some()).then_some(Rewrite { prefix, host })
+    }
+}
+
+impl Route {
     /// `host` is the request's host without port.
     pub fn matches(&self, host: &str, path: &str, headers: &HeaderMap) -> bool {
         (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host)))

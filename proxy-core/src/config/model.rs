@@ -160,6 +160,15 @@ pub struct Route {
     /// Retries of failed attempts; none when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_policy: Option<super::RetryPolicy>,
+    /// With a `match.prefix`: the matched prefix is replaced by this before forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<String>,
+    /// The Host (HTTP/1) or `:authority` (HTTP/2) sent upstream, instead of the client's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rewrite_literal: Option<String>,
+    /// A token bucket in front of the route; none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_rate_limit: Option<crate::ratelimit::local::LocalRateLimit>,
 }
 
 fn default_route_timeout() -> Dur {
@@ -296,6 +305,9 @@ pub struct Cluster {
     /// endpoint, requests fail fast with 503 `no_healthy_upstream`.
     #[serde(default = "default_panic_threshold")]
     pub healthy_panic_threshold: u32,
+    /// TLS toward the endpoints; plain TCP when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::upstream::UpstreamTls>,
 }
 
 fn default_dns_refresh() -> Dur {

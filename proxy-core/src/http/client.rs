@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::cluster::{Cluster, Endpoint};
 use crate::config::{self, UpstreamProtocol};
 use crate::error::ProxyError;
+use crate::resilience::limits::Permit;
 
 type H1 = http1::SendRequest<RequestBody>;
 type H2 = http2::SendRequest<RequestBody>;
@@ -74,6 +75,15 @@ impl Pool {
         None
     }
 
+    /// The endpoint's open HTTP/2 connection, if it has one.
+    fn shared_h2(&self) -> Option<H2> {
+        self.h2
+            .lock()
+            .ok()
+            .and_then(|g| g.clone())
+            .filter(|tx| !tx.is_closed())
+    }
+
     /// Give a connection back after its response ended.
     pub fn put(&self, tx: H1) {
         if tx.is_closed() {
@@ -127,12 +137,59 @@ async fn connect(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyError>
         }
     };
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(stream);
+    match &cluster.tls {
+        None => {
+            handshake(
+                cluster,
+                ep,
+                TokioIo::new(stream),
+                cluster.config.protocol,
+                unit,
+            )
+            .await
+        }
+        Some(tls) => {
+            let tls_failed = |detail: String| {
+                cluster.stats.connect_failures.inc();
+                ep.connect_failed();
+                ProxyError::UpstreamTls {
+                    addr: ep.addr,
+                    detail,
+                }
+            };
+            let connector = tls.as_ref().map_err(|e| tls_failed(e.clone()))?;
+            let (stream, h2) = connector
+                .connect(stream)
+                .await
+                .map_err(|e| tls_failed(e.to_string()))?;
+            // The server's ALPN choice decides how this connection is driven.
+            let protocol = if h2 {
+                UpstreamProtocol::Http2
+            } else {
+                UpstreamProtocol::Http1
+            };
+            handshake(cluster, ep, TokioIo::new(stream), protocol, unit).await
+        }
+    }
+}
+
+/// The HTTP handshake over a connected (plain or TLS) stream; the connection task holds
+/// the `max_connections` unit until the connection closes.
+async fn handshake<I>(
+    cluster: &Cluster,
+    ep: &Endpoint,
+    io: I,
+    protocol: UpstreamProtocol,
+    unit: Option<Permit>,
+) -> Result<Sender, ProxyError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let active = cluster.stats.active_connections.clone();
     cluster.stats.connections.inc();
     let handshake_failed =
         |e: hyper::Error| ProxyError::Reset(format!("handshake with {}: {e}", ep.addr));
-    match cluster.config.protocol {
+    match protocol {
         UpstreamProtocol::Http1 => {
             let (tx, conn) = http1::Builder::new()
                 .handshake(io)
@@ -167,6 +224,12 @@ async fn connect(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyError>
 pub async fn checkout(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyError> {
     match cluster.config.protocol {
         UpstreamProtocol::Http1 => {
+            // A TLS cluster's server may have chosen HTTP/2 by ALPN: that connection is shared.
+            if cluster.tls.is_some()
+                && let Some(tx) = ep.pool.shared_h2()
+            {
+                return Ok(Sender::H2(tx));
+            }
             while let Some(mut tx) = ep.pool.take_idle() {
                 if tx.ready().await.is_ok() {
                     return Ok(Sender::H1(tx));
@@ -179,12 +242,14 @@ pub async fn checkout(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyE
             };
             // Boxed: the connect future is large and rare; inline, every request's future
             // would carry (and move) its space.
-            Box::pin(connect(cluster, ep)).await
+            let sender = Box::pin(connect(cluster, ep)).await?;
+            if let (Sender::H2(tx), Ok(mut slot)) = (&sender, ep.pool.h2.lock()) {
+                *slot = Some(tx.clone());
+            }
+            Ok(sender)
         }
         UpstreamProtocol::Http2 => {
-            if let Some(tx) = ep.pool.h2.lock().ok().and_then(|g| g.clone())
-                && !tx.is_closed()
-            {
+            if let Some(tx) = ep.pool.shared_h2() {
                 return Ok(Sender::H2(tx));
             }
             let _pending = match &cluster.limits {
@@ -218,7 +283,11 @@ pub async fn send(
                     _ => return Err(ProxyError::from_upstream(e.error())),
                 },
             },
-            Sender::H2(mut tx) => match tx.try_send_request(req).await {
+            Sender::H2(mut tx) => match {
+                // Formed for HTTP/1 when the cluster's protocol is left to ALPN.
+                crate::tls::upstream::into_h2_form(&mut req);
+                tx.try_send_request(req).await
+            } {
                 Ok(resp) => return Ok((resp, None)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if attempt == 0 => {

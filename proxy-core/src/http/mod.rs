@@ -5,5 +5,6 @@ pub mod attempts;
 pub mod body;
 pub mod client;
 pub mod headers;
+pub mod inject;
 pub mod proxy;
 pub mod server;

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use super::attempts;
 use super::body::{RequestBody, ResponseBody};
 use super::headers;
+use super::inject;
 use crate::cluster::outlier::Outcome;
 use crate::cluster::{ActiveRequest, Endpoint};
 use crate::config::UpstreamProtocol;
@@ -216,7 +217,9 @@ pub fn local_reply(err: &ProxyError, request_id: Option<&HeaderValue>) -> Respon
     if let Some(id) = request_id {
         h.insert(headers::X_REQUEST_ID.clone(), id.clone());
     }
-    if let ProxyError::CircuitOpen { retry_after, .. } = err {
+    if let ProxyError::CircuitOpen { retry_after, .. }
+    | ProxyError::LocalRateLimited { retry_after, .. } = err
+    {
         // Whole seconds, rounded up: coming back early would only be refused again.
         let secs = retry_after.as_millis().div_ceil(1000).max(1) as u64;
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -353,7 +356,7 @@ async fn forward(
     }
 
     // The authority: the URI's (HTTP/2, absolute-form) or the Host header.
-    let authority: Authority = match req.uri().authority() {
+    let mut authority: Authority = match req.uri().authority() {
         Some(a) => a.clone(),
         None => match req
             .headers()
@@ -386,6 +389,9 @@ async fn forward(
     if let Some((_, f)) = &mut finish.log {
         f.route = Some(route.name.clone());
         f.cluster = Some(cluster.name.clone());
+    }
+    if let Some(bucket) = &route.rate_limit {
+        bucket.acquire(&route.name).await.map_err(fail)?;
     }
 
     let hash = cluster
@@ -420,6 +426,7 @@ async fn forward(
         );
     }
     let (mut parts, body) = req.into_parts();
+    route.rewrite_target(&mut parts, &mut authority);
     match cluster.config.protocol {
         UpstreamProtocol::Http1 => {
             if parts.uri.authority().is_some() || parts.uri.scheme().is_some() {
@@ -440,9 +447,12 @@ async fn forward(
             }
         }
         UpstreamProtocol::Http2 => {
-            let mut u = Uri::builder()
-                .scheme(Scheme::HTTP)
-                .authority(authority.clone());
+            let scheme = if cluster.tls.is_some() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            };
+            let mut u = Uri::builder().scheme(scheme).authority(authority.clone());
             if let Some(pq) = parts.uri.path_and_query() {
                 u = u.path_and_query(pq.clone());
             }
@@ -454,13 +464,18 @@ async fn forward(
         }
     }
 
-    let sent = match &route.retry {
-        Some(policy) if downstream_upgrade.is_none() => {
+    let hook = route.hook.as_deref();
+    let sent = match (&route.retry, hook) {
+        (Some(_), _) | (None, Some(_)) if downstream_upgrade.is_none() => {
             let retrying = attempts::Retrying {
-                policy,
+                policy: match route.retry.as_deref() {
+                    Some(policy) => policy,
+                    None => inject::no_retries(),
+                },
                 timeout: route.timeout,
                 cluster,
                 hash,
+                hook,
             };
             // Boxed: the retry loop's future is large, and only retrying routes pay for it.
             Box::pin(attempts::with_retries(
@@ -469,6 +484,9 @@ async fn forward(
             .await
         }
         _ => {
+            if let Some(hook) = hook {
+                hook.prepare(&mut parts, None).await.map_err(fail)?;
+            }
             let up_req = Request::from_parts(parts, RequestBody::new(body, received));
             attempts::once(route.timeout, cluster, &endpoint, up_req, finish).await
         }

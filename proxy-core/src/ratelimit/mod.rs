@@ -1,0 +1,3 @@
+//! Rate limits: local token buckets, per route.
+
+pub mod local;

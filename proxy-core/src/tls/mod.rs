@@ -1,0 +1,3 @@
+//! TLS: rustls client configs for upstream connections.
+
+pub mod upstream;
