@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod ambassador;
 pub mod body;
 pub mod client;
 pub mod load;

@@ -1,0 +1,284 @@
+//! The ambassador end to end: the release binary between a client on loopback and an HTTPS
+//! "external API" with a test CA, with the npm oauth2-mock-server as the token server.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use e2e_tests::ambassador::{Ambassador, Check, HttpsApi, Seen, TestCa, TokenServer};
+use e2e_tests::client::Client;
+use e2e_tests::wait::eventually;
+
+fn auth(s: &Seen) -> String {
+    s.headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Nothing the process wrote, nor its admin answers, holds any of `secrets`.
+async fn assert_no_secret(amb: &Ambassador, secrets: &[&str], extra: &[String]) {
+    let metrics = amb.admin.get("/metrics").await.text().to_owned();
+    let dump = amb.admin.get("/config_dump").await.text().to_owned();
+    assert!(
+        dump.contains("<redacted>") || !dump.contains("value"),
+        "{dump}"
+    );
+    let mut everything = vec![amb.output(), metrics, dump];
+    everything.extend(extra.iter().cloned());
+    for text in &everything {
+        for s in secrets {
+            assert!(!text.contains(s), "secret {s:?} leaked into:\n{text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_header_from_a_rotated_file_over_https_h2() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path());
+    let want = Arc::new(Mutex::new("Bearer sk_first_5e1f".to_owned()));
+    let w = want.clone();
+    let check: Check = Arc::new(move |s: &Seen| auth(s) == *w.lock().unwrap());
+    let api = HttpsApi::start(&ca, check).await;
+    let key = dir.path().join("api-key");
+    std::fs::write(&key, "sk_first_5e1f\n").unwrap();
+    let routes = format!(
+        "  - name: pay\n    match: {{prefix: /pay/}}\n    upstream: https://127.0.0.1:{}/v1\n    tls: {{ca_file: {}, system_roots: false}}\n    credential: {{type: header, prefix: \"Bearer \", secret: {{file: {}}}}}\n",
+        api.addr.port(),
+        ca.ca_file.display(),
+        key.display()
+    );
+    let amb = Ambassador::start(dir, &routes, &[]).await;
+    let mut c = Client::http1(amb.listener).await;
+
+    let r = c
+        .get("/pay/charges?limit=3")
+        .header("authorization", "client-own")
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = api.last();
+    assert_eq!(
+        seen.path, "/v1/charges?limit=3",
+        "prefix stripped, base path added"
+    );
+    assert_eq!(seen.version, http::Version::HTTP_2, "h2 chosen by ALPN");
+    assert_eq!(
+        auth(&seen),
+        "Bearer sk_first_5e1f",
+        "the client's own credential is replaced"
+    );
+
+    // Rotation: a new file content is used without a restart.
+    std::fs::write(key.with_extension("tmp"), "sk_second_77aa\n").unwrap();
+    std::fs::rename(key.with_extension("tmp"), &key).unwrap();
+    *want.lock().unwrap() = "Bearer sk_second_77aa".into();
+    eventually(
+        "the rotated key to be sent",
+        Duration::from_secs(10),
+        async || {
+            let r = c.get("/pay/x").send().await;
+            if r.status == 200 {
+                Ok(())
+            } else {
+                Err(r.status)
+            }
+        },
+    )
+    .await;
+
+    // The egress allow-list: nothing else is forwarded.
+    let r = c.get("/elsewhere").send().await;
+    assert_eq!(
+        (r.status.as_u16(), r.sidecar_error()),
+        (404, Some("no_route"))
+    );
+
+    let metrics = amb.admin.get("/metrics").await.text().to_owned();
+    assert!(
+        metrics.contains("ambassador_credentials_injected_total{route=\"pay\"}"),
+        "{metrics}"
+    );
+    assert_no_secret(&amb, &["sk_first_5e1f", "sk_second_77aa"], &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth2_single_flight_refresh_ahead_and_401_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path());
+    let secret = "cs_9f8e7d6c5b4a";
+    let tokens = TokenServer::start(
+        dir.path(),
+        &[
+            ("EXPECT_CLIENT_SECRET", secret),
+            ("EXPIRES_IN", "2"),
+            ("EXPIRES_AS_STRING", "1"),
+        ],
+    )
+    .await;
+    let revoked = Arc::new(Mutex::new(String::new()));
+    let rv = revoked.clone();
+    let check: Check = Arc::new(move |s: &Seen| {
+        let a = auth(s);
+        a.starts_with("Bearer ey") && a != *rv.lock().unwrap()
+    });
+    let api = HttpsApi::start(&ca, check).await;
+    let routes = format!(
+        "  - name: crm\n    match: {{prefix: /crm/}}\n    upstream: https://127.0.0.1:{}\n    tls: {{ca_file: {}}}\n    credential:\n      type: oauth2\n      token_url: {}\n      allow_plain_http: true\n      client_id: ambassador-test\n      client_secret: {{env: CRM_CLIENT_SECRET}}\n      scopes: [read]\n      params: {{audience: https://crm.test}}\n",
+        api.addr.port(),
+        ca.ca_file.display(),
+        tokens.token_url()
+    );
+    let amb = Ambassador::start(dir, &routes, &[("CRM_CLIENT_SECRET", secret)]).await;
+
+    // 1000 concurrent requests on a cold start: one token request.
+    let c = Client::h2c(amb.listener).await;
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        let mut c = c.share().expect("h2 client");
+        tasks.push(tokio::spawn(async move {
+            c.get(&format!("/crm/items/{i}"))
+                .send()
+                .await
+                .status
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(tokens.requests(), 1, "single flight");
+
+    // 2 s tokens are refreshed ahead of expiry: requests over 3 s never see a 503.
+    let mut c = Client::http1(amb.listener).await;
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        let r = c.get("/crm/ping").send().await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(tokens.requests() >= 2, "refreshed: {}", tokens.requests());
+
+    // 401 → drop the token, fetch a new one, retry once.
+    *revoked.lock().unwrap() = auth(&api.last());
+    let before = tokens.requests();
+    let r = c.post("/crm/items").send().await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(api.refused.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(tokens.requests() > before);
+
+    let metrics = amb.admin.get("/metrics").await.text().to_owned();
+    assert!(
+        metrics.contains("ambassador_token_fetches_total{route=\"crm\",result=\"success\"}"),
+        "{metrics}"
+    );
+    assert_no_secret(&amb, &[secret], &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_endpoint_failures_give_clear_503s_and_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path());
+    let check: Check = Arc::new(|s: &Seen| auth(s).starts_with("Bearer "));
+    let api = HttpsApi::start(&ca, check).await;
+    let good = TokenServer::start(dir.path(), &[("EXPECT_CLIENT_SECRET", "right-one")]).await;
+    let down_port = e2e_tests::ports::loopback().port();
+    let route = |name: &str, url: &str, secret: &str| {
+        format!(
+            "  - name: {name}\n    match: {{prefix: /{name}/}}\n    upstream: https://127.0.0.1:{}\n    tls: {{ca_file: {}}}\n    credential: {{type: oauth2, token_url: \"{url}\", allow_plain_http: true, client_id: c, client_secret: {{value: {secret}}}, client_auth: body}}\n",
+            api.addr.port(),
+            ca.ca_file.display()
+        )
+    };
+    let routes = route("wrong", &good.token_url(), "wr0ng-s3cret-xyz")
+        + &route(
+            "later",
+            &format!("http://127.0.0.1:{down_port}/token"),
+            "right-one",
+        );
+    let amb = Ambassador::start(dir, &routes, &[]).await;
+    let mut c = Client::http1(amb.listener).await;
+
+    let r = c.get("/wrong/x").send().await;
+    assert_eq!(
+        (r.status.as_u16(), r.sidecar_error()),
+        (503, Some("credential_unavailable"))
+    );
+    let body = r.text().to_owned();
+    assert!(
+        body.contains("\"wrong\"") && body.contains("invalid_client"),
+        "{body}"
+    );
+    assert_eq!(api.count(), 0, "no request without a credential");
+
+    let r = c.get("/later/x").send().await;
+    assert_eq!(
+        (r.status.as_u16(), r.sidecar_error()),
+        (503, Some("credential_unavailable"))
+    );
+    let down_body = r.text().to_owned();
+    assert!(
+        down_body.contains("cannot reach the token endpoint"),
+        "{down_body}"
+    );
+
+    // The token endpoint comes up: the backoff retry fetches a token, requests pass.
+    let port = down_port.to_string();
+    let _up = TokenServer::start(
+        amb.dir.path(),
+        &[("PORT", &port), ("EXPECT_CLIENT_SECRET", "right-one")],
+    )
+    .await;
+    eventually(
+        "the route to recover",
+        Duration::from_secs(20),
+        async || {
+            let r = c.get("/later/x").send().await;
+            if r.status == 200 {
+                Ok(())
+            } else {
+                Err((r.status, r.text().to_owned()))
+            }
+        },
+    )
+    .await;
+    assert_no_secret(&amb, &["wr0ng-s3cret-xyz", "right-one"], &[body, down_body]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_rate_limit_keeps_the_api_within_its_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path());
+    let check: Check = Arc::new(|s: &Seen| auth(s) == "Basic dXNlcjpwYXNz");
+    let api = HttpsApi::start(&ca, check).await;
+    let routes = format!(
+        "  - name: q\n    match: {{prefix: /q/}}\n    upstream: https://127.0.0.1:{}\n    tls: {{ca_file: {}}}\n    local_rate_limit: {{requests: 5, per: 1s, max_wait: 0s}}\n    credential: {{type: basic, username: {{value: user}}, password: {{value: pass}}}}\n",
+        api.addr.port(),
+        ca.ca_file.display()
+    );
+    let amb = Ambassador::start(dir, &routes, &[]).await;
+    let mut c = Client::http1(amb.listener).await;
+    let start = std::time::Instant::now();
+    let mut limited = 0;
+    for _ in 0..40 {
+        let r = c.get("/q/x").send().await;
+        match r.status.as_u16() {
+            200 => {}
+            429 => {
+                assert_eq!(r.sidecar_error(), Some("local_rate_limited"));
+                assert!(r.header("retry-after").is_some());
+                limited += 1;
+            }
+            other => panic!("unexpected {other}: {}", r.text()),
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let allowed = 5 + (elapsed * 5.0).ceil() as usize;
+    assert!(
+        api.count() <= allowed,
+        "{} reached the API in {elapsed:.2}s; quota allows {allowed}",
+        api.count()
+    );
+    assert!(limited > 0 && api.count() >= 5);
+}
