@@ -37,6 +37,7 @@ BASE_PORT=${BASE_PORT:-18380}
 TARGETS=${TARGETS:-"direct sidecar nginx haproxy"}
 BUILD=${BUILD:-1}
 SIDECAR_BIN=${SIDECAR_BIN:-target/release/sidecar}
+AMBASSADOR_BIN=${AMBASSADOR_BIN:-target/release/ambassador}
 HOST=127.0.0.1
 UP_PORT=$BASE_PORT
 
@@ -47,9 +48,10 @@ for n in REPEAT DUR C1_DUR WARM CONNS BASE_PORT; do
 done
 for n in REPEAT DUR C1_DUR CONNS; do [ "${!n}" -ge 1 ] || fail "$n must be at least 1"; done
 declare -A PORT=([direct]=$UP_PORT [nginx]=$((BASE_PORT + 1)) [haproxy]=$((BASE_PORT + 2))
-                 [sidecar]=$((BASE_PORT + 3)))
+                 [sidecar]=$((BASE_PORT + 3)) [amb]=$((BASE_PORT + 5)) [amb-cred]=$((BASE_PORT + 6)))
 SIDECAR_ADMIN=$((BASE_PORT + 4))
-for t in $TARGETS; do [ -n "${PORT[$t]:-}" ] || fail "unknown target '$t' (known: direct sidecar nginx haproxy)"; done
+declare -A AMB_ADMIN=([amb]=$((BASE_PORT + 7)) [amb-cred]=$((BASE_PORT + 8)))
+for t in $TARGETS; do [ -n "${PORT[$t]:-}" ] || fail "unknown target '$t' (known: direct sidecar nginx haproxy amb amb-cred)"; done
 has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
 
 tools="wrk nginx taskset timeout curl awk sort"
@@ -59,12 +61,17 @@ for t in $tools; do
     fail "missing $t: apt-get install -y wrk nginx haproxy curl util-linux (or run bash tests/run.sh once)"
 done
 
-if has_target sidecar; then
+if has_target sidecar || has_target amb || has_target amb-cred; then
   if [ "$BUILD" = 1 ]; then
     echo "# building: cargo build --release --bins" >&2
     cargo build --release --bins >&2
   fi
-  [ -x "$SIDECAR_BIN" ] || fail "$SIDECAR_BIN not found: cargo build --release --bins"
+  if has_target sidecar; then
+    [ -x "$SIDECAR_BIN" ] || fail "$SIDECAR_BIN not found: cargo build --release --bins"
+  fi
+  if has_target amb || has_target amb-cred; then
+    [ -x "$AMBASSADOR_BIN" ] || fail "$AMBASSADOR_BIN not found: cargo build --release --bins"
+  fi
 fi
 
 TMP=$(mktemp -d /tmp/proxy-bench.XXXXXX)
@@ -134,6 +141,7 @@ wait_serving() {
 ports="$UP_PORT"
 for t in $TARGETS; do [ "$t" = direct ] || ports+=" ${PORT[$t]}"; done
 has_target sidecar && ports+=" $SIDECAR_ADMIN"
+for t in amb amb-cred; do if has_target $t; then ports+=" ${AMB_ADMIN[$t]}"; fi; done
 for port in $ports; do
   if (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
     fail "port $port is in use; stop what listens there or pick other ports with BASE_PORT"
@@ -221,6 +229,29 @@ EOF
   [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://$HOST:$SIDECAR_ADMIN/ready")" = 200 ] ||
     fail "sidecar: admin /ready is not 200 while the listener serves"
 fi
+
+# The ambassador in front of the same plain-HTTP upstream (allow_plain_http, to measure the
+# proxy path, not TLS), once without a credential and once injecting a static header: the
+# difference in CPU per request is what a credential costs.
+for t in amb amb-cred; do
+  has_target $t || continue
+  cred=""
+  [ "$t" = amb-cred ] && cred='    credential: {type: header, prefix: "Bearer ", secret: {value: bench-secret-value}}'
+  cat >"$TMP/$t.yaml" <<EOF
+admin: {address: "$HOST:${AMB_ADMIN[$t]}"}
+runtime: {worker_threads: 1, drain_grace: 0s, drain_deadline: 2s}
+listeners:
+  - {name: bench, address: "$HOST:${PORT[$t]}"}
+routes:
+  - name: all
+    match: {prefix: /}
+    upstream: http://$HOST:$UP_PORT
+    allow_plain_http: true
+$cred
+EOF
+  start "$t" env AMBASSADOR_LOG=warn "$AMBASSADOR_BIN" run --config "$TMP/$t.yaml"
+  wait_serving "$t" "http://$HOST:${PORT[$t]}/"
+done
 
 # ---------- readings from /proc ----------
 sum_status_kib() { # sum_status_kib PID FIELD: a /proc/PID/status field summed over the process tree

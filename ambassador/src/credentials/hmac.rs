@@ -68,7 +68,7 @@ pub struct HmacSigner {
 }
 
 impl HmacSigner {
-    pub fn build(path: &str, c: &HmacConfig, o: &mut Opened) -> Option<HmacSigner> {
+    pub fn build(route: &str, path: &str, c: &HmacConfig, o: &mut Opened) -> Option<HmacSigner> {
         let header = header_name(&format!("{path}.header"), &c.header, &mut o.problems);
         let timestamp_header = if c.timestamp_header.is_empty() {
             Some(None)
@@ -88,7 +88,7 @@ impl HmacSigner {
             canonical: c.canonical.clone(),
             encoding: c.encoding,
             prefix: c.prefix.clone(),
-            route: path.into(),
+            route: route.into(),
         })
     }
 
@@ -156,7 +156,7 @@ mod tests {
         let mut o = Opened {
             problems: Vec::new(),
         };
-        let s = HmacSigner::build("r", &c, &mut o).unwrap();
+        let s = HmacSigner::build("r", "routes[0].credential", &c, &mut o).unwrap();
         let (mut parts, ()) = http::Request::post("/v1/x?a=1")
             .body(())
             .unwrap()

@@ -213,7 +213,7 @@ pub fn build(
                 _ => None,
             }
         }
-        CredentialConfig::Hmac(c) => hmac::HmacSigner::build(path, c, &mut o)
+        CredentialConfig::Hmac(c) => hmac::HmacSigner::build(route, path, c, &mut o)
             .map(|p| Box::new(p) as Box<dyn CredentialProvider>),
     };
     match provider {

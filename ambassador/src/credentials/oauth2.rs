@@ -306,6 +306,10 @@ async fn refresh_loop(inner: Arc<Inner>) {
                 inner.stats.issued.set(unix_now());
                 inner
                     .stats
+                    .fetched_at
+                    .store(crate::metrics::unix_ms(), Ordering::Relaxed);
+                inner
+                    .stats
                     .expires
                     .set(unix_now() + lifetime.as_secs() as i64);
                 tracing::info!(route = %inner.route, expires_in = ?lifetime, "token fetched");

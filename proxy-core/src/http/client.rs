@@ -6,6 +6,7 @@
 //! the meantime is not lost: hyper hands it back unsent and it goes out on a fresh connection.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use super::body::RequestBody;
@@ -20,6 +21,10 @@ use crate::cluster::{Cluster, Endpoint};
 use crate::config::{self, UpstreamProtocol};
 use crate::error::ProxyError;
 use crate::resilience::limits::Permit;
+
+const UNKNOWN: u8 = 0;
+const ALPN_H1: u8 = 1;
+const ALPN_H2: u8 = 2;
 
 type H1 = http1::SendRequest<RequestBody>;
 type H2 = http2::SendRequest<RequestBody>;
@@ -39,6 +44,10 @@ struct Idle {
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<Option<H2>>,
+    /// TLS endpoints: what ALPN chose last (`UNKNOWN`, `ALPN_H1`, `ALPN_H2`), and a gate so
+    /// that, until HTTP/1.1 is known, a burst opens one connection to share, not one each.
+    alpn: AtomicU8,
+    connecting: tokio::sync::Mutex<()>,
     max_idle: usize,
     idle_timeout: Duration,
 }
@@ -56,6 +65,8 @@ impl Pool {
         Pool {
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
+            alpn: AtomicU8::new(UNKNOWN),
+            connecting: tokio::sync::Mutex::new(()),
             max_idle: cfg.max_idle_connections,
             idle_timeout: cfg.idle_timeout.get(),
         }
@@ -225,10 +236,18 @@ pub async fn checkout(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyE
     match cluster.config.protocol {
         UpstreamProtocol::Http1 => {
             // A TLS cluster's server may have chosen HTTP/2 by ALPN: that connection is shared.
-            if cluster.tls.is_some()
-                && let Some(tx) = ep.pool.shared_h2()
-            {
-                return Ok(Sender::H2(tx));
+            let mut _gate = None;
+            if cluster.tls.is_some() {
+                if let Some(tx) = ep.pool.shared_h2() {
+                    return Ok(Sender::H2(tx));
+                }
+                if ep.pool.alpn.load(Ordering::Relaxed) != ALPN_H1 {
+                    let g = ep.pool.connecting.lock().await;
+                    if let Some(tx) = ep.pool.shared_h2() {
+                        return Ok(Sender::H2(tx));
+                    }
+                    _gate = Some(g);
+                }
             }
             while let Some(mut tx) = ep.pool.take_idle() {
                 if tx.ready().await.is_ok() {
@@ -243,6 +262,11 @@ pub async fn checkout(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyE
             // Boxed: the connect future is large and rare; inline, every request's future
             // would carry (and move) its space.
             let sender = Box::pin(connect(cluster, ep)).await?;
+            let alpn = match &sender {
+                Sender::H1(_) => ALPN_H1,
+                Sender::H2(_) => ALPN_H2,
+            };
+            ep.pool.alpn.store(alpn, Ordering::Relaxed);
             if let (Sender::H2(tx), Ok(mut slot)) = (&sender, ep.pool.h2.lock()) {
                 *slot = Some(tx.clone());
             }
@@ -283,11 +307,14 @@ pub async fn send(
                     _ => return Err(ProxyError::from_upstream(e.error())),
                 },
             },
-            Sender::H2(mut tx) => match {
-                // Formed for HTTP/1 when the cluster's protocol is left to ALPN.
-                crate::tls::upstream::into_h2_form(&mut req);
-                tx.try_send_request(req).await
-            } {
+            Sender::H2(mut tx) => match tx
+                .try_send_request({
+                    // Formed for HTTP/1 when the cluster's protocol is left to ALPN.
+                    crate::tls::upstream::into_h2_form(&mut req);
+                    req
+                })
+                .await
+            {
                 Ok(resp) => return Ok((resp, None)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if attempt == 0 => {
