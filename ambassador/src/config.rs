@@ -21,7 +21,7 @@ use crate::credentials::{self, CredentialConfig, Hooks, RouteCredential};
 use crate::metrics::AmbassadorMetrics;
 
 /// The whole ambassador document.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "default_admin")]
@@ -34,6 +34,18 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     #[serde(default)]
     pub routes: Vec<Route>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            admin: default_admin(),
+            runtime: Runtime::default(),
+            access_log: None,
+            listeners: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
 }
 
 fn default_admin() -> core::Admin {
@@ -570,6 +582,77 @@ routes:
             errs.contains("routes[0].local_rate_limit.requests: must be at least 1"),
             "{errs}"
         );
+    }
+
+    #[test]
+    fn every_provider_parses_and_builds() {
+        let cfg = Config::from_yaml(
+            r#"
+listeners: [{name: out, address: "127.0.0.1:9000"}]
+routes:
+  - {name: h, match: {prefix: /h/}, upstream: https://a.test, credential: {type: header, header: x-api-key, secret: {value: k1}}}
+  - {name: q, match: {prefix: /q/}, upstream: https://a.test, credential: {type: query, param: key, secret: {value: k2}}}
+  - {name: b, match: {prefix: /b/}, upstream: https://a.test, credential: {type: basic, username: {value: u}, password: {value: pw-77}}}
+  - name: o
+    match: {host: crm.local}
+    upstream: https://a.test/v2
+    credential: {type: oauth2, token_url: "https://auth.test/token", client_id: c, client_secret: {value: cs-99}, scopes: [a], params: {audience: x}, refresh_at: 0.5}
+  - {name: s, match: {prefix: /s/}, upstream: https://a.test, credential: {type: aws_sigv4, service: execute-api, region: eu-west-1, access_key_id: {value: AK}, secret_access_key: {value: SK}}}
+  - {name: m, match: {prefix: /m/}, upstream: https://a.test, credential: {type: hmac, secret: {value: hk}, encoding: base64}}
+"#,
+        )
+        .unwrap();
+        let hooks = cfg.hooks(&AmbassadorMetrics::default()).unwrap();
+        assert_eq!(hooks.0.len(), 6);
+        let dump = serde_json::to_string(&cfg).unwrap();
+        assert!(
+            dump.contains("127.0.0.1:15100"),
+            "the ambassador's admin default"
+        );
+        for secret in ["k1", "k2", "\"u\"", "pw-77", "cs-99", "AK", "SK", "hk"] {
+            assert!(!dump.contains(secret), "{secret} in {dump}");
+        }
+    }
+
+    #[test]
+    fn credential_problems_have_paths() {
+        let errs = Config::from_yaml(
+            r#"
+listeners: [{name: out, address: "127.0.0.1:9000"}]
+routes:
+  - {name: h, match: {prefix: /h/}, upstream: https://a.test, credential: {type: header, secret: {value: k}, colour: red}}
+  - {name: o, match: {prefix: /o/}, upstream: https://a.test, credential: {type: oauth2, token_url: "http://auth.test/token", client_id: c, client_secret: {env: AMBASSADOR_TEST_NOT_SET}}}
+"#,
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|c| c.hooks(&AmbassadorMetrics::default()).map(|_| ()).map_err(|e| e.to_string()))
+        .unwrap_err();
+        assert!(
+            errs.contains("routes[0].credential") && errs.contains("colour"),
+            "{errs}"
+        );
+    }
+
+    #[test]
+    fn provider_problems_name_the_field() {
+        let cfg = Config::from_yaml(
+            r#"
+listeners: [{name: out, address: "127.0.0.1:9000"}]
+routes:
+  - {name: o, match: {prefix: /o/}, upstream: https://a.test, credential: {type: oauth2, token_url: "http://auth.test/token", client_id: c, client_secret: {env: AMBASSADOR_TEST_NOT_SET}}}
+"#,
+        )
+        .unwrap();
+        let errs = cfg
+            .hooks(&AmbassadorMetrics::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            errs.contains("routes[0].credential.token_url: plain http"),
+            "{errs}"
+        );
+        assert!(errs.contains("routes[0].credential.client_secret: environment variable AMBASSADOR_TEST_NOT_SET is not set"), "{errs}");
     }
 
     #[test]

@@ -52,7 +52,11 @@ impl<'de> Deserialize<'de> for Secret {
 
 /// Where a secret comes from: `{value: ...}`, `{env: NAME}` or `{file: /path}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
+#[serde(
+    rename_all = "lowercase",
+    try_from = "SourceFields",
+    into = "SourceFields"
+)]
 pub enum SecretSource {
     /// Inline in the config (fine for tests; prefer env or file).
     Value(Secret),
@@ -60,6 +64,50 @@ pub enum SecretSource {
     Env(String),
     /// A file, re-read when it changes; one trailing newline is ignored.
     File(PathBuf),
+}
+
+/// The YAML form of a source: a mapping with exactly one of the three keys (YAML documents
+/// read through serde_norway give enums only as tags, which operators do not write).
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file: Option<PathBuf>,
+}
+
+impl TryFrom<SourceFields> for SecretSource {
+    type Error = &'static str;
+    fn try_from(f: SourceFields) -> Result<SecretSource, &'static str> {
+        match (f.value, f.env, f.file) {
+            (Some(v), None, None) => Ok(SecretSource::Value(v)),
+            (None, Some(e), None) => Ok(SecretSource::Env(e)),
+            (None, None, Some(p)) => Ok(SecretSource::File(p)),
+            _ => Err("set exactly one of value, env and file"),
+        }
+    }
+}
+
+impl From<SecretSource> for SourceFields {
+    fn from(s: SecretSource) -> SourceFields {
+        match s {
+            SecretSource::Value(v) => SourceFields {
+                value: Some(v),
+                ..Default::default()
+            },
+            SecretSource::Env(e) => SourceFields {
+                env: Some(e),
+                ..Default::default()
+            },
+            SecretSource::File(p) => SourceFields {
+                file: Some(p),
+                ..Default::default()
+            },
+        }
+    }
 }
 
 /// The current value of a secret source; file sources follow the file.
@@ -162,6 +210,16 @@ mod tests {
         let src = SecretSource::Value(s);
         assert!(!serde_json::to_string(&src).unwrap().contains("hunter2"));
         assert!(!format!("{src:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn sources_read_from_yaml_mappings() {
+        let s: SecretSource = serde_norway::from_str("{env: KEY}").unwrap();
+        assert_eq!(s, SecretSource::Env("KEY".into()));
+        let e = serde_norway::from_str::<SecretSource>("{env: A, file: b}").unwrap_err();
+        assert!(e.to_string().contains("exactly one"), "{e}");
+        let e = serde_norway::from_str::<SecretSource>("{vault: x}").unwrap_err();
+        assert!(e.to_string().contains("vault"), "{e}");
     }
 
     #[test]
