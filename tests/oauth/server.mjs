@@ -11,6 +11,11 @@ import { OAuth2Server } from 'oauth2-mock-server';
 const server = new OAuth2Server();
 await server.issuer.keys.generate('RS256');
 let n = 0;
+// Tokens signed in the same second would be identical: a unique id tells them apart, so a
+// test can revoke one token and see a different one fetched.
+server.service.on('beforeTokenSigning', (token) => {
+  token.payload.jti = `${process.pid}-${n}-${Math.random().toString(36).slice(2)}`;
+});
 server.service.on('beforeResponse', (resp, req) => {
   n += 1;
   const expected = process.env.EXPECT_CLIENT_SECRET;
