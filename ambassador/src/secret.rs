@@ -252,4 +252,31 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
+
+    #[test]
+    fn kubernetes_data_symlink_swap_is_followed() {
+        // The layout of a mounted Secret: key -> ..data/key, ..data -> ..<timestamp>.
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("..2026_01")).unwrap();
+        std::fs::write(d.join("..2026_01/key"), "old-value").unwrap();
+        symlink("..2026_01", d.join("..data")).unwrap();
+        symlink("..data/key", d.join("key")).unwrap();
+        let cell = SecretCell::open(&SecretSource::File(d.join("key"))).unwrap();
+        assert_eq!(cell.get().expose(), "old-value");
+        std::fs::create_dir(d.join("..2026_02")).unwrap();
+        std::fs::write(d.join("..2026_02/key"), "new-value").unwrap();
+        symlink("..2026_02", d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        std::fs::remove_dir_all(d.join("..2026_01")).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while cell.get().expose() != "new-value" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the swap was not seen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }

@@ -68,9 +68,13 @@ impl TestCa {
 /// What the API saw of one request.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    pub method: http::Method,
+    /// The Host header (HTTP/1) or `:authority` (HTTP/2).
+    pub host: String,
     pub path: String,
     pub version: http::Version,
     pub headers: HeaderMap,
+    pub body: Bytes,
 }
 
 /// Decides whether a request carries the right credential.
@@ -116,8 +120,21 @@ impl HttpsApi {
                         let (s, c, r) = (s.clone(), c.clone(), r.clone());
                         async move {
                             let (parts, body) = req.into_parts();
-                            let _ = body.collect().await;
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
                             let one = Seen {
+                                method: parts.method.clone(),
+                                host: parts
+                                    .headers
+                                    .get("host")
+                                    .and_then(|h| h.to_str().ok())
+                                    .or(parts.uri.authority().map(|a| a.as_str()))
+                                    .unwrap_or("")
+                                    .to_owned(),
+                                body,
                                 path: parts
                                     .uri
                                     .path_and_query()

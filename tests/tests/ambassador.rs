@@ -253,16 +253,23 @@ async fn local_rate_limit_keeps_the_api_within_its_quota() {
     let check: Check = Arc::new(|s: &Seen| auth(s) == "Basic dXNlcjpwYXNz");
     let api = HttpsApi::start(&ca, check).await;
     let routes = format!(
-        "  - name: q\n    match: {{prefix: /q/}}\n    upstream: https://127.0.0.1:{}\n    tls: {{ca_file: {}}}\n    local_rate_limit: {{requests: 5, per: 1s, max_wait: 0s}}\n    credential: {{type: basic, username: {{value: user}}, password: {{value: pass}}}}\n",
+        "  - name: q\n    match: {{prefix: /q/}}\n    upstream: https://127.0.0.1:{}\n    tls: {{ca_file: {}}}\n    local_rate_limit: {{requests: 5, per: 1s, max_wait: 500ms}}\n    credential: {{type: basic, username: {{value: user}}, password: {{value: pass}}}}\n",
         api.addr.port(),
         ca.ca_file.display()
     );
     let amb = Ambassador::start(dir, &routes, &[]).await;
-    let mut c = Client::http1(amb.listener).await;
+    // A burst of 40 concurrent requests against 5/s: 5 at once, a few more after waiting
+    // for their slot within max_wait, the rest refused.
+    let c = Client::h2c(amb.listener).await;
     let start = std::time::Instant::now();
-    let mut limited = 0;
+    let mut tasks = Vec::new();
     for _ in 0..40 {
-        let r = c.get("/q/x").send().await;
+        let mut c = c.share().expect("h2 client");
+        tasks.push(tokio::spawn(async move { c.get("/q/x").send().await }));
+    }
+    let mut limited = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
         match r.status.as_u16() {
             200 => {}
             429 => {
@@ -277,8 +284,133 @@ async fn local_rate_limit_keeps_the_api_within_its_quota() {
     let allowed = 5 + (elapsed * 5.0).ceil() as usize;
     assert!(
         api.count() <= allowed,
-        "{} reached the API in {elapsed:.2}s; quota allows {allowed}",
+        "{} reached the API in {elapsed:.2}s; the quota allows {allowed}",
         api.count()
     );
-    assert!(limited > 0 && api.count() >= 5);
+    assert!(
+        limited >= 20 && api.count() >= 6,
+        "limited {limited}, passed {}",
+        api.count()
+    );
+    let metrics = amb.admin.get("/metrics").await.text().to_owned();
+    let waits: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("ambassador_local_rate_limit_waits_total{listener=\"out\",route=\"q\"} ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no waits series in {metrics}"));
+    assert!(waits >= 1.0, "requests within max_wait waited: {waits}");
+}
+
+/// AWS SigV4 checked the way AWS checks it, independently of the ambassador's signer: the
+/// canonical request rebuilt from what arrived, so a header or path changed after signing
+/// fails here.
+fn sigv4_valid(s: &Seen, key_id: &str, secret: &str, region: &str, service: &str) -> bool {
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    let mac = |k: &[u8], d: &[u8]| {
+        let mut m = Hmac::<Sha256>::new_from_slice(k).unwrap();
+        m.update(d);
+        m.finalize().into_bytes().to_vec()
+    };
+    let header = |n: &str| s.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let amz_date = header("x-amz-date");
+    if amz_date.len() != 16 {
+        return false;
+    }
+    let date = &amz_date[..8];
+    let (path, query) = s.path.split_once('?').unwrap_or((&s.path, ""));
+    let mut pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    pairs.sort();
+    let creq = format!(
+        "{}\n{path}\n{}\nhost:{}\nx-amz-date:{amz_date}\n\nhost;x-amz-date\n{}",
+        s.method,
+        pairs.join("&"),
+        s.host,
+        hex::encode(Sha256::digest(&s.body))
+    );
+    let scope = format!("{date}/{region}/{service}/aws4_request");
+    let sts = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+        hex::encode(Sha256::digest(creq.as_bytes()))
+    );
+    let k = mac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    let k = mac(
+        &mac(&mac(&k, region.as_bytes()), service.as_bytes()),
+        b"aws4_request",
+    );
+    let want = format!(
+        "AWS4-HMAC-SHA256 Credential={key_id}/{scope}, SignedHeaders=host;x-amz-date, Signature={}",
+        hex::encode(mac(&k, sts.as_bytes()))
+    );
+    auth(s) == want
+}
+
+fn hmac_valid(s: &Seen, secret: &str) -> bool {
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    let header = |n: &str| s.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let text = format!(
+        "{}\n{}\n{}\n{}",
+        s.method,
+        s.path,
+        header("x-timestamp"),
+        hex::encode(Sha256::digest(&s.body))
+    );
+    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    m.update(text.as_bytes());
+    !header("x-timestamp").is_empty()
+        && header("x-signature") == hex::encode(m.finalize().into_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_key_sigv4_and_hmac_reach_the_api_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path());
+    let check: Check = Arc::new(|s: &Seen| {
+        if s.path.starts_with("/search") {
+            s.path.ends_with("&api_key=qk%2Fsecret%20x") && !s.path.contains("mine")
+        } else if s.path.starts_with("/prod/") {
+            sigv4_valid(s, "AKIDTEST", "aws/secret+key", "eu-west-1", "execute-api")
+        } else {
+            hmac_valid(s, "hmac-key-31337")
+        }
+    });
+    let api = HttpsApi::start(&ca, check).await;
+    let base = format!("https://127.0.0.1:{}", api.addr.port());
+    let tls = format!("{{ca_file: {}}}", ca.ca_file.display());
+    let routes = format!(
+        "  - {{name: q, match: {{prefix: /q/}}, upstream: \"{base}/search\", tls: {tls}, credential: {{type: query, param: api_key, secret: {{value: \"qk/secret x\"}}}}}}\n  - {{name: aws, match: {{prefix: /aws/}}, upstream: \"{base}/prod\", tls: {tls}, retry_policy: {{num_retries: 1, retry_on: [retriable-status-codes], retriable_status_codes: [401]}}, credential: {{type: aws_sigv4, service: execute-api, region: eu-west-1, access_key_id: {{value: AKIDTEST}}, secret_access_key: {{env: AWS_SECRET_FOR_TEST}}}}}}\n  - {{name: hooks, match: {{prefix: /hooks/}}, upstream: \"{base}/hooks\", tls: {tls}, credential: {{type: hmac, secret: {{value: hmac-key-31337}}}}}}\n"
+    );
+    let amb = Ambassador::start(dir, &routes, &[("AWS_SECRET_FOR_TEST", "aws/secret+key")]).await;
+    let mut c = Client::http1(amb.listener).await;
+
+    let r = c.get("/q/items?api_key=mine&x=1").send().await;
+    assert_eq!(r.status, 200, "query: {:?}", api.last().path);
+    assert_eq!(api.last().path, "/search/items?x=1&api_key=qk%2Fsecret%20x");
+
+    for (method, path) in [("GET", "/aws/items?b=2&a=1"), ("POST", "/aws/items")] {
+        let r = c
+            .request(method.parse().unwrap(), path)
+            .header("authorization", "client-own")
+            .body(e2e_tests::body::full("{\"n\":1}"))
+            .send()
+            .await;
+        assert_eq!(r.status, 200, "sigv4 {method}: {:?}", api.last().headers);
+    }
+
+    let r = c
+        .post("/hooks/in?a=1")
+        .body(e2e_tests::body::full("payload"))
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "hmac: {:?}", api.last().headers);
+    assert_eq!(api.refused.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_no_secret(
+        &amb,
+        &["qk/secret x", "aws/secret+key", "hmac-key-31337"],
+        &[],
+    )
+    .await;
 }
