@@ -172,7 +172,7 @@ impl Proxy {
     async fn reload(&mut self, forced: bool) {
         let Some(path) = self.config_path.clone() else {
             tracing::warn!(
-                "reload asked, but the sidecar runs the built-in config (no --config file)"
+                "reload asked, but there is no proxy config file to reload (the built-in config, or the ambassador's own file, read at start only)"
             );
             return;
         };
