@@ -4,8 +4,8 @@
 //   EXPIRES_IN            token lifetime in seconds (default 3600)
 //   EXPIRES_AS_STRING=1   send expires_in as a string, as some providers do
 //   PORT                  port to listen on (default: any free one)
-// Prints "listening <url>" once ready, then "token-request <n> <status>" per token request,
-// so a test can count them.
+// Prints "listening <url>" once ready, then "token-request <n> <status> <unix ms>" per token
+// request, so a test can count and time them.
 import { OAuth2Server } from 'oauth2-mock-server';
 
 const server = new OAuth2Server();
@@ -32,7 +32,7 @@ server.service.on('beforeResponse', (resp, req) => {
     const lifetime = Number(process.env.EXPIRES_IN || 3600);
     resp.body.expires_in = process.env.EXPIRES_AS_STRING === '1' ? String(lifetime) : lifetime;
   }
-  console.log(`token-request ${n} ${resp.statusCode}`);
+  console.log(`token-request ${n} ${resp.statusCode} ${Date.now()}`);
 });
 await server.start(Number(process.env.PORT || 0), '127.0.0.1');
 console.log(`listening ${server.issuer.url}`);

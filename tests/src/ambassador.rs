@@ -263,6 +263,21 @@ impl TokenServer {
         format!("http://127.0.0.1:{}/token", self.port)
     }
 
+    /// When each token request was answered, in Unix milliseconds.
+    pub fn request_times(&self) -> Vec<u64> {
+        std::fs::read_to_string(&self.proc.stdout)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("token-request ")?
+                    .split(' ')
+                    .nth(2)?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
     /// Token requests answered so far.
     pub fn requests(&self) -> usize {
         std::fs::read_to_string(&self.proc.stdout)

@@ -132,11 +132,15 @@ async fn oauth2_single_flight_refresh_ahead_and_401_retry() {
     );
     let amb = Ambassador::start(dir, &routes, &[("CRM_CLIENT_SECRET", secret)]).await;
 
-    // 1000 concurrent requests on a cold start: one token request.
-    let c = Client::h2c(amb.listener).await;
+    // 1000 concurrent requests on a cold start (4 HTTP/2 connections of 250 streams, under
+    // the listener's 256-stream limit): one token request.
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        conns.push(Client::h2c(amb.listener).await);
+    }
     let mut tasks = Vec::new();
     for i in 0..1000 {
-        let mut c = c.share().expect("h2 client");
+        let mut c = conns[i % 4].share().expect("h2 client");
         tasks.push(tokio::spawn(async move {
             c.get(&format!("/crm/items/{i}"))
                 .send()
@@ -158,7 +162,15 @@ async fn oauth2_single_flight_refresh_ahead_and_401_retry() {
         assert_eq!(r.status, 200, "{}", r.text());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(tokens.requests() >= 2, "refreshed: {}", tokens.requests());
+    let times = tokens.request_times();
+    assert!(times.len() >= 2, "refreshed: {times:?}");
+    // refresh_at 0.8 of a 2 s lifetime: the next fetch about 1.6 s after the first, before
+    // the first token expired.
+    let gap = times[1] - times[0];
+    assert!(
+        (1200..2000).contains(&gap),
+        "refresh {gap} ms after the first fetch"
+    );
 
     // 401 → drop the token, fetch a new one, retry once.
     *revoked.lock().unwrap() = auth(&api.last());
