@@ -426,3 +426,60 @@ async fn query_key_sigv4_and_hmac_reach_the_api_valid() {
     )
     .await;
 }
+
+#[test]
+fn check_config_reports_every_problem_with_its_path_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "listeners: [{name: out, address: \"0.0.0.0:9000\"}]\nroutes:\n  - {name: a, match: {prefix: /a/}, upstream: \"http://api.test\", credential: {type: header, secret: {env: AMBASSADOR_E2E_UNSET}}}\n  - {name: b, match: {prefix: /b/}, upstream: \"https://api.test\", local_rate_limit: {requests: 0}, retries: 3}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(e2e_tests::ambassador::binary())
+        .arg("check-config")
+        .arg(&bad)
+        .env_remove("AMBASSADOR_E2E_UNSET")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    for want in [
+        "listeners[0].address: 0.0.0.0:9000 is not a loopback address",
+        "routes[0].upstream: plain http",
+        "routes[1].retries: unknown field",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        "listeners: [{name: out, address: \"127.0.0.1:9000\"}]\nroutes:\n  - {name: a, match: {prefix: /a/}, upstream: \"https://api.test\", credential: {type: header, secret: {env: AMBASSADOR_E2E_SET}}}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(e2e_tests::ambassador::binary())
+        .arg("check-config")
+        .arg(&good)
+        .env("AMBASSADOR_E2E_SET", "x")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(e2e_tests::ambassador::binary())
+        .arg("check-config")
+        .arg(&good)
+        .env_remove("AMBASSADOR_E2E_SET")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        stderr.contains(
+            "routes[0].credential.secret: environment variable AMBASSADOR_E2E_SET is not set"
+        ),
+        "{stderr}"
+    );
+}
