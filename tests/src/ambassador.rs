@@ -26,10 +26,17 @@ fn workspace() -> PathBuf {
         .to_owned()
 }
 
-/// A test CA and a server certificate for 127.0.0.1 signed by it.
+/// A test CA and a server certificate for 127.0.0.1 signed by it; also a client certificate
+/// (`client_cert_file`, `client_key_file`) for mTLS, which `require_client_cert` makes the
+/// servers started afterwards demand.
 pub struct TestCa {
     pub ca_file: PathBuf,
-    server: Arc<rustls::ServerConfig>,
+    pub client_cert_file: PathBuf,
+    pub client_key_file: PathBuf,
+    ca_der: rustls::pki_types::CertificateDer<'static>,
+    leaf_der: rustls::pki_types::CertificateDer<'static>,
+    leaf_key: Vec<u8>,
+    client_auth: bool,
 }
 
 impl TestCa {
@@ -47,21 +54,56 @@ impl TestCa {
             .expect("leaf");
         let ca_file = dir.join("ca.pem");
         std::fs::write(&ca_file, ca_cert.pem()).expect("write CA");
-        let key =
-            rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).expect("key der");
-        let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)
-        .expect("server config");
-        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let client_key = KeyPair::generate().expect("key");
+        let client = CertificateParams::new(vec!["client.test".to_owned()])
+            .expect("params")
+            .signed_by(&client_key, &issuer)
+            .expect("client cert");
+        let client_cert_file = dir.join("client.pem");
+        let client_key_file = dir.join("client-key.pem");
+        std::fs::write(&client_cert_file, client.pem()).expect("write client cert");
+        std::fs::write(&client_key_file, client_key.serialize_pem()).expect("write client key");
         TestCa {
             ca_file,
-            server: Arc::new(server),
+            client_cert_file,
+            client_key_file,
+            ca_der: ca_cert.der().clone(),
+            leaf_der: leaf.der().clone(),
+            leaf_key: leaf_key.serialize_der(),
+            client_auth: false,
         }
+    }
+
+    /// Servers started from now on accept only clients with a certificate this CA signed.
+    pub fn require_client_cert(&mut self) {
+        self.client_auth = true;
+    }
+
+    fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions");
+        let builder = if self.client_auth {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(self.ca_der.clone()).expect("CA");
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .expect("verifier");
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(self.leaf_key.clone()).expect("key der");
+        let mut server = builder
+            .with_single_cert(vec![self.leaf_der.clone()], key)
+            .expect("server config");
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(server)
     }
 }
 
@@ -104,7 +146,7 @@ impl HttpsApi {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let check = Arc::new(Mutex::new(check));
         let refused = Arc::new(AtomicUsize::new(0));
-        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server.clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config());
         let (s, c, r) = (seen.clone(), check.clone(), refused.clone());
         let task = tokio::spawn(async move {
             loop {

@@ -85,3 +85,37 @@ async fn an_untrusted_certificate_is_a_502_that_says_why() {
     assert!(r.text().contains("certificate"), "{}", r.text());
     assert_eq!(api.count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_for_an_api_that_demands_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca = TestCa::new(dir.path());
+    ca.require_client_cert();
+    let api = HttpsApi::start(&ca, anyone()).await;
+    let with = json!({
+        "ca_file": ca.ca_file,
+        "cert_file": ca.client_cert_file,
+        "key_file": ca.client_key_file,
+    });
+    let sidecar = Sidecar::start(doc(&api, with)).await;
+    let mut c = Client::http1(sidecar.listener("in")).await;
+    let r = c.get("/local/a").send().await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Without the certificate the API refuses the handshake. With TLS 1.3 the client's side
+    // of the handshake has finished when the server's refusal arrives, so the proxy sees it
+    // as a handshake failure or as the connection reset on the first request.
+    let without = Sidecar::start(doc(&api, json!({"ca_file": ca.ca_file}))).await;
+    let mut c = Client::http1(without.listener("in")).await;
+    let r = c.get("/local/a").send().await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        matches!(
+            r.sidecar_error(),
+            Some("upstream_tls_failed" | "upstream_reset")
+        ),
+        "{}",
+        r.text()
+    );
+    assert_eq!(api.count(), 1);
+}
