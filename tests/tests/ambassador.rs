@@ -43,12 +43,15 @@ async fn static_header_from_a_rotated_file_over_https_h2() {
     let api = HttpsApi::start(&ca, check).await;
     let key = dir.path().join("api-key");
     std::fs::write(&key, "sk_first_5e1f\n").unwrap();
-    let routes = format!(
-        "  - name: pay\n    match: {{prefix: /pay/}}\n    upstream: https://127.0.0.1:{}/v1\n    tls: {{ca_file: {}, system_roots: false}}\n    credential: {{type: header, prefix: \"Bearer \", secret: {{file: {}}}}}\n",
-        api.addr.port(),
-        ca.ca_file.display(),
-        key.display()
-    );
+    let route = |name: &str, matcher: &str| {
+        format!(
+            "  - name: {name}\n    match: {matcher}\n    upstream: https://127.0.0.1:{}/v1\n    tls: {{ca_file: {}, system_roots: false}}\n    credential: {{type: header, prefix: \"Bearer \", secret: {{file: {}}}}}\n",
+            api.addr.port(),
+            ca.ca_file.display(),
+            key.display()
+        )
+    };
+    let routes = route("pay", "{prefix: /pay/}") + &route("by-host", "{host: pay.local}");
     let amb = Ambassador::start(dir, &routes, &[]).await;
     let mut c = Client::http1(amb.listener).await;
 
@@ -68,6 +71,16 @@ async fn static_header_from_a_rotated_file_over_https_h2() {
         auth(&seen),
         "Bearer sk_first_5e1f",
         "the client's own credential is replaced"
+    );
+
+    // A route by Host: the whole path goes under the base path.
+    let r = c.get("/charges/7").host("pay.local").send().await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(api.last().path, "/v1/charges/7");
+    assert_eq!(
+        api.last().host,
+        format!("127.0.0.1:{}", api.addr.port()),
+        "the API's own authority is sent, not the local one"
     );
 
     // Rotation: a new file content is used without a restart.
