@@ -396,7 +396,8 @@ impl<'c> oauth2::AsyncHttpClient<'c> for TokenHttp {
 /// One token request. The error is fit for a client: it names the endpoint and its answer
 /// and is scrubbed of the client secret.
 async fn fetch(inner: &Inner) -> Result<(HeaderValue, Duration), String> {
-    let secret = inner.secret.get();
+    // Owned, not a guard: the fetch awaits, and a guard held that long pins a debt slot.
+    let secret = arc_swap::Guard::into_inner(inner.secret.get());
     let client = BasicClient::new(inner.client_id.clone())
         .set_client_secret(ClientSecret::new(secret.expose().to_owned()))
         .set_auth_type(inner.auth.clone())
