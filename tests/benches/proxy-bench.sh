@@ -53,6 +53,8 @@ SIDECAR_ADMIN=$((BASE_PORT + 4))
 declare -A AMB_ADMIN=([amb]=$((BASE_PORT + 7)) [amb-cred]=$((BASE_PORT + 8)))
 for t in $TARGETS; do [ -n "${PORT[$t]:-}" ] || fail "unknown target '$t' (known: direct sidecar nginx haproxy amb amb-cred)"; done
 has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
+# Every column is read against the upstream alone: without it the table cannot be made.
+has_target direct || fail "TARGETS must include direct (the ratios and c1_add_us are against it)"
 
 tools="wrk nginx taskset timeout curl awk sort"
 has_target haproxy && tools+=" haproxy"
