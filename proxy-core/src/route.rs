@@ -361,4 +361,41 @@ mod tests {
         assert!(m(ValueMatch::Exact("no".into()), true).matches(&h));
         assert!(m(ValueMatch::Present(false), false).matches(&HeaderMap::new()));
     }
+
+    fn rewritten(yaml: &str, uri: &str) -> (String, String) {
+        let cfg: config::Route = serde_norway::from_str(yaml).unwrap();
+        let route = Route::build("l", &cfg, |_| None, &Metrics::new("test"));
+        let (mut parts, ()) = http::Request::get(uri)
+            .header("host", "local:9000")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut authority = http::uri::Authority::from_static("local:9000");
+        route.rewrite_target(&mut parts, &mut authority);
+        (parts.uri.to_string(), authority.to_string())
+    }
+
+    #[test]
+    fn prefix_and_host_rewrites() {
+        let r = |prefix: &str, to: &str, uri: &str| {
+            rewritten(
+                &format!("{{name: r, cluster: c, match: {{prefix: \"{prefix}\"}}, prefix_rewrite: \"{to}\"}}"),
+                uri,
+            )
+            .0
+        };
+        assert_eq!(r("/stripe/", "/", "/stripe/v1/x?q=1"), "/v1/x?q=1");
+        assert_eq!(r("/stripe", "/v1", "/stripe/charges"), "/v1/charges");
+        assert_eq!(r("/stripe", "/v1", "/stripe"), "/v1");
+        assert_eq!(r("/", "/v1/", "/a/b"), "/v1/a/b");
+        assert_eq!(r("/stripe/", "/api", "/stripe/x"), "/api/x");
+        let (uri, authority) = rewritten(
+            "{name: r, cluster: c, host_rewrite_literal: api.example.com}",
+            "/same",
+        );
+        assert_eq!(
+            (uri.as_str(), authority.as_str()),
+            ("/same", "api.example.com")
+        );
+    }
 }

@@ -271,4 +271,28 @@ mod tests {
         assert!(req.headers().get("host").is_none());
         assert_eq!(req.version(), Version::HTTP_2);
     }
+
+    #[test]
+    fn config_problems_have_paths() {
+        let errs = crate::config::Config::from_yaml(
+            r#"
+listeners:
+  - name: in
+    address: "127.0.0.1:1"
+    routes:
+      - {name: r, cluster: c, prefix_rewrite: /x, host_rewrite_literal: "bad host"}
+clusters:
+  - {name: c, endpoints: ["127.0.0.1:2"], tls: {ca_file: /nonexistent/ca.pem}}
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "clusters[0].tls: cannot read /nonexistent/ca.pem",
+            "listeners[0].routes[0].prefix_rewrite: needs match.prefix",
+            "listeners[0].routes[0].host_rewrite_literal: invalid host",
+        ] {
+            assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
+        }
+    }
 }
