@@ -54,6 +54,10 @@ else
   echo "all present"
 fi
 
+step "npm ci --prefix tests/oauth (the OAuth2 token server of the ambassador tests)"
+command -v npm >/dev/null || { echo "npm is missing: install Node 20 and npm" >&2; exit 1; }
+npm ci --prefix tests/oauth --no-audit --no-fund
+
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 

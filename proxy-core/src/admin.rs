@@ -39,6 +39,8 @@ pub struct AdminState {
     pub metrics: Metrics,
     pub ready: AtomicBool,
     pub control: mpsc::UnboundedSender<Control>,
+    /// A program's own config, shown by `/config_dump` beside the proxy config it runs.
+    pub config_dump: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -123,7 +125,13 @@ pub fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full
                 .collect();
             json(&serde_json::json!({ "listeners": listeners }))
         }
-        "/config_dump" if get => json(&*state.snapshot.load().config),
+        "/config_dump" if get => match &state.config_dump {
+            None => json(&*state.snapshot.load().config),
+            Some(own) => json(&serde_json::json!({
+                "config": own,
+                "proxy": &*state.snapshot.load().config,
+            })),
+        },
         "/drain" if post => {
             let _ = state.control.send(Control::Drain);
             text(StatusCode::OK, "draining\n")

@@ -64,7 +64,21 @@ pub enum ProxyError {
     RateLimitUnavailable(std::sync::Arc<str>),
     #[error("{0}")]
     UnauthorizedIdentity(String),
-    #[error("mTLS handshake with {addr} failed ({kind}): {detail}")]
+    #[error("route {route:?} is over its local rate limit; retry after {retry_after:?}")]
+    LocalRateLimited {
+        route: std::sync::Arc<str>,
+        retry_after: std::time::Duration,
+    },
+    /// A route's credential could not be had (a token endpoint failing, a secret file
+    /// missing). `detail` must never hold a secret: it reaches the client.
+    #[error("route {route:?} has no credential to send: {detail}")]
+    CredentialUnavailable {
+        route: std::sync::Arc<str>,
+        detail: String,
+    },
+    /// TLS toward an upstream failed: a `tls:` cluster's handshake, or a meshed cluster's
+    /// mTLS handshake or peer identity check.
+    #[error("TLS handshake with {addr} failed ({kind}): {detail}")]
     UpstreamTls {
         addr: std::net::SocketAddr,
         /// The stable handshake failure reason (`identity_mismatch`, `unknown_ca`, ...).
@@ -100,7 +114,9 @@ impl ProxyError {
                 kind: "identity_mismatch",
                 ..
             } => "upstream_identity_mismatch",
-            ProxyError::UpstreamTls { .. } => "upstream_tls_error",
+            ProxyError::UpstreamTls { .. } => "upstream_tls_failed",
+            ProxyError::LocalRateLimited { .. } => "local_rate_limited",
+            ProxyError::CredentialUnavailable { .. } => "credential_unavailable",
         }
     }
 
@@ -110,7 +126,9 @@ impl ProxyError {
             ProxyError::NoHealthyUpstream(_)
             | ProxyError::RefusedStream(_)
             | ProxyError::Overflow { .. }
-            | ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::CircuitOpen { .. }
+            | ProxyError::CredentialUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::LocalRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::ConnectFailed { .. }
             | ProxyError::Reset(_)
             | ProxyError::Protocol(_)

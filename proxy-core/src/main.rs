@@ -238,6 +238,9 @@ fn run(args: RunArgs) -> ExitCode {
         config_path: args.config,
         admin_address: std::env::var("SIDECAR_ADMIN_ADDRESS").ok(),
         metrics_prefix: "sidecar",
+        metrics: None,
+        hooks: None,
+        config_dump: None,
     };
     match runtime::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

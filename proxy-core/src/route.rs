@@ -4,14 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use regex::Regex;
 
 use crate::cluster::Cluster;
 use crate::config;
 use crate::http::fault::FaultRule;
+use crate::http::inject::RequestHook;
 use crate::http::mirror::Mirror;
 use crate::ratelimit::RouteLimits;
+use crate::ratelimit::local::TokenBucket;
 use crate::resilience::retry::RetryPolicy;
 use crate::telemetry::metrics::{Metrics, RouteStats};
 
@@ -140,6 +143,17 @@ pub struct Route {
     /// With weighted clusters: the header whose value keeps a client on one of them.
     sticky: Option<HeaderName>,
     pub rate_limits: RouteLimits,
+    /// `prefix_rewrite` with the prefix it replaces; `host_rewrite_literal`.
+    rewrite: Option<Box<Rewrite>>,
+    /// The local rate limit, when configured.
+    pub rate_limit: Option<TokenBucket>,
+    /// Per-attempt request editing set by the program (never from config).
+    pub hook: Option<Arc<dyn RequestHook>>,
+}
+
+struct Rewrite {
+    prefix: Option<(String, String)>,
+    host: Option<Authority>,
 }
 
 fn header_adds(list: &[config::HeaderValueOption]) -> Vec<HeaderAdd> {
@@ -242,9 +256,73 @@ impl Route {
                 .as_ref()
                 .and_then(|h| HeaderName::from_bytes(h.header.as_bytes()).ok()),
             rate_limits: RouteLimits::build(listener, &cfg.name, &cfg.rate_limits, metrics),
+            rewrite: Rewrite::build(cfg).map(Box::new),
+            rate_limit: cfg
+                .local_rate_limit
+                .as_ref()
+                .map(|rl| TokenBucket::new(rl, metrics.local_rate_limit(listener, &cfg.name))),
+            hook: None,
         }
     }
 
+    /// Apply `prefix_rewrite` and `host_rewrite_literal` to the request going upstream.
+    pub fn rewrite_target(&self, parts: &mut http::request::Parts, authority: &mut Authority) {
+        let Some(rw) = &self.rewrite else {
+            return;
+        };
+        if let Some((from, to)) = &rw.prefix
+            && let Some(rest) = parts.uri.path().strip_prefix(from.as_str())
+        {
+            let mut pq = String::with_capacity(to.len() + rest.len() + 1);
+            pq.push_str(to);
+            // "/stripe" + "" and "/" + "/x" both become well-formed paths.
+            if !pq.ends_with('/') && !rest.is_empty() && !rest.starts_with('/') {
+                pq.push('/');
+            }
+            pq.push_str(if pq.ends_with('/') {
+                rest.trim_start_matches('/')
+            } else {
+                rest
+            });
+            if pq.is_empty() {
+                pq.push('/');
+            }
+            if let Some(q) = parts.uri.query() {
+                pq.push('?');
+                pq.push_str(q);
+            }
+            let mut up = parts.uri.clone().into_parts();
+            if let Ok(pq) = http::uri::PathAndQuery::try_from(pq) {
+                up.path_and_query = Some(pq);
+                if let Ok(uri) = Uri::from_parts(up) {
+                    parts.uri = uri;
+                }
+            }
+        }
+        if let Some(host) = &rw.host {
+            *authority = host.clone();
+            if let Ok(v) = HeaderValue::from_str(host.as_str()) {
+                parts.headers.insert(http::header::HOST, v);
+            }
+        }
+    }
+}
+
+impl Rewrite {
+    fn build(cfg: &config::Route) -> Option<Rewrite> {
+        let prefix = cfg
+            .prefix_rewrite
+            .clone()
+            .and_then(|to| Some((cfg.matcher.prefix.clone()?, to)));
+        let host = cfg
+            .host_rewrite_literal
+            .as_deref()
+            .and_then(|h| Authority::try_from(h).ok());
+        (prefix.is_some() || host.is_some()).then_some(Rewrite { prefix, host })
+    }
+}
+
+impl Route {
     /// `host` is the request's host without port.
     pub fn matches(&self, host: &str, path: &str, headers: &HeaderMap) -> bool {
         (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host)))
@@ -353,5 +431,42 @@ mod tests {
         assert!(m(ValueMatch::Present(true), false).matches(&h));
         assert!(m(ValueMatch::Exact("no".into()), true).matches(&h));
         assert!(m(ValueMatch::Present(false), false).matches(&HeaderMap::new()));
+    }
+
+    fn rewritten(yaml: &str, uri: &str) -> (String, String) {
+        let cfg: config::Route = serde_norway::from_str(yaml).unwrap();
+        let route = Route::build("l", &cfg, |_| None, &Metrics::new("test"));
+        let (mut parts, ()) = http::Request::get(uri)
+            .header("host", "local:9000")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut authority = http::uri::Authority::from_static("local:9000");
+        route.rewrite_target(&mut parts, &mut authority);
+        (parts.uri.to_string(), authority.to_string())
+    }
+
+    #[test]
+    fn prefix_and_host_rewrites() {
+        let r = |prefix: &str, to: &str, uri: &str| {
+            rewritten(
+                &format!("{{name: r, cluster: c, match: {{prefix: \"{prefix}\"}}, prefix_rewrite: \"{to}\"}}"),
+                uri,
+            )
+            .0
+        };
+        assert_eq!(r("/stripe/", "/", "/stripe/v1/x?q=1"), "/v1/x?q=1");
+        assert_eq!(r("/stripe", "/v1", "/stripe/charges"), "/v1/charges");
+        assert_eq!(r("/stripe", "/v1", "/stripe"), "/v1");
+        assert_eq!(r("/", "/v1/", "/a/b"), "/v1/a/b");
+        assert_eq!(r("/stripe/", "/api", "/stripe/x"), "/api/x");
+        let (uri, authority) = rewritten(
+            "{name: r, cluster: c, host_rewrite_literal: api.example.com}",
+            "/same",
+        );
+        assert_eq!(
+            (uri.as_str(), authority.as_str()),
+            ("/same", "api.example.com")
+        );
     }
 }

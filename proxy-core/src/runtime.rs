@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState, Control};
 use crate::config::{Config, ConfigErrors};
+use crate::http::inject::RouteHooks;
 use crate::listener::{self, Accept};
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::Metrics;
@@ -49,6 +50,13 @@ pub struct Options {
     pub admin_address: Option<String>,
     /// Metric name prefix: the program's name.
     pub metrics_prefix: &'static str,
+    /// Metrics made by the program (with families of its own); `Metrics::new` when unset.
+    pub metrics: Option<Metrics>,
+    /// Per-attempt hooks for routes, set by programs that edit requests (the ambassador).
+    pub hooks: Option<Arc<dyn RouteHooks>>,
+    /// The program's own config as `/config_dump` shows it, beside the proxy config it
+    /// runs; it must hold no secret.
+    pub config_dump: Option<serde_json::Value>,
 }
 
 /// Worker threads to use: the configured count, or what the CPU quota allows.
@@ -96,6 +104,7 @@ struct Proxy {
     config_path: Option<PathBuf>,
     admin_address: Option<String>,
     last_text: Option<String>,
+    hooks: Option<Arc<dyn RouteHooks>>,
 }
 
 impl Proxy {
@@ -163,7 +172,7 @@ impl Proxy {
     async fn reload(&mut self, forced: bool) {
         let Some(path) = self.config_path.clone() else {
             tracing::warn!(
-                "reload asked, but the sidecar runs the built-in config (no --config file)"
+                "reload asked, but there is no proxy config file to reload (the built-in config, or the ambassador's own file, read at start only)"
             );
             return;
         };
@@ -202,7 +211,7 @@ impl Proxy {
                 return;
             }
         };
-        let next = match Snapshot::build(cfg.clone(), Some(&old), &self.metrics).await {
+        let mut next = match Snapshot::build(cfg.clone(), Some(&old), &self.metrics).await {
             Ok(s) => s,
             Err(e) => {
                 self.metrics.reload(false);
@@ -210,6 +219,9 @@ impl Proxy {
                 return;
             }
         };
+        if let Some(h) = &self.hooks {
+            next.attach_hooks(h.as_ref());
+        }
         self.snapshot.store(Arc::new(next));
         self.start(bound);
         self.stop_removed(&cfg);
@@ -276,7 +288,9 @@ fn watch_config(
 }
 
 async fn serve(opts: Options) -> Result<(), RunError> {
-    let metrics = Metrics::new(opts.metrics_prefix);
+    let metrics = opts
+        .metrics
+        .unwrap_or_else(|| Metrics::new(opts.metrics_prefix));
     let mut cfg = opts.config;
     apply_env(&mut cfg, opts.admin_address.as_deref());
     let runtime_cfg = cfg.runtime.clone();
@@ -292,9 +306,12 @@ async fn serve(opts: Options) -> Result<(), RunError> {
         source,
     })?;
 
-    let snapshot = Snapshot::build(cfg.clone(), None, &metrics)
+    let mut snapshot = Snapshot::build(cfg.clone(), None, &metrics)
         .await
         .map_err(RunError::AccessLog)?;
+    if let Some(h) = &opts.hooks {
+        snapshot.attach_hooks(h.as_ref());
+    }
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
     let (control_tx, mut control) = mpsc::unbounded_channel();
     let admin_state = Arc::new(AdminState {
@@ -302,6 +319,7 @@ async fn serve(opts: Options) -> Result<(), RunError> {
         metrics: metrics.clone(),
         ready: false.into(),
         control: control_tx.clone(),
+        config_dump: opts.config_dump,
     });
     let admin_task = tokio::spawn(admin::serve(admin_sock, admin_state.clone()));
     tracing::info!(address = %admin_addr, "admin listening");
@@ -317,6 +335,7 @@ async fn serve(opts: Options) -> Result<(), RunError> {
             .and_then(|p| std::fs::read_to_string(p).ok()),
         config_path: opts.config_path,
         admin_address: opts.admin_address,
+        hooks: opts.hooks,
     };
     let bound = proxy.bind_new(&cfg)?;
     proxy.start(bound);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::cluster::Cluster;
 use crate::config::{Config, Listener};
+use crate::http::inject::RouteHooks;
 use crate::intercept::destinations::Destinations;
 use crate::ratelimit::redis_window::RedisLimiter;
 use crate::route::Route;
@@ -54,6 +55,18 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Give routes their per-attempt hooks (a program's credentials); called on a freshly
+    /// built snapshot, whose routes nothing else holds yet.
+    pub fn attach_hooks(&mut self, hooks: &dyn RouteHooks) {
+        for (name, lr) in self.listeners.iter_mut() {
+            if let Some(lr) = Arc::get_mut(lr) {
+                for r in &mut lr.routes {
+                    r.hook = hooks.hook(name, &r.name);
+                }
+            }
+        }
+    }
+
     /// Compile a validated config. Clusters whose config did not change are carried over
     /// from `prev` with their endpoints, pools and counters; so is an unchanged access log.
     pub async fn build(

@@ -32,7 +32,7 @@
 #
 # Env (defaults): REPEAT=3 DUR=8 C1_DUR=4 WARM=1 CONNS=16
 #   TARGETS="direct sidecar nginx haproxy"  BASE_PORT=18380 (upstream BASE, nginx +1, haproxy +2,
-#   sidecar +3, sidecar admin +4, mtls A +5, mtls B +6, their admins +7 +8)  HS_DUR=4  PIN=1 LOADGEN_CPU=0 SERVER_CPU=1  BUILD=1  SIDECAR_BIN
+#   sidecar +3, sidecar admin +4, mtls A +5, mtls B +6, their admins +7 +8, amb +9, amb-cred +10, their admins +11 +12)  HS_DUR=4  PIN=1 LOADGEN_CPU=0 SERVER_CPU=1  BUILD=1  SIDECAR_BIN
 #   OUT=file (save the table)  KEEP=1 (keep the temp dir with configs, logs and wrk outputs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -44,6 +44,7 @@ TARGETS=${TARGETS:-"direct sidecar nginx haproxy mtls"}
 HS_DUR=${HS_DUR:-4}
 BUILD=${BUILD:-1}
 SIDECAR_BIN=${SIDECAR_BIN:-target/release/sidecar}
+AMBASSADOR_BIN=${AMBASSADOR_BIN:-target/release/ambassador}
 HOST=127.0.0.1
 UP_PORT=$BASE_PORT
 
@@ -54,11 +55,15 @@ for n in REPEAT DUR C1_DUR WARM CONNS BASE_PORT HS_DUR; do
 done
 for n in REPEAT DUR C1_DUR CONNS; do [ "${!n}" -ge 1 ] || fail "$n must be at least 1"; done
 declare -A PORT=([direct]=$UP_PORT [nginx]=$((BASE_PORT + 1)) [haproxy]=$((BASE_PORT + 2))
-                 [sidecar]=$((BASE_PORT + 3)) [mtls]=$((BASE_PORT + 5)))
+                 [sidecar]=$((BASE_PORT + 3)) [mtls]=$((BASE_PORT + 5))
+                 [amb]=$((BASE_PORT + 9)) [amb-cred]=$((BASE_PORT + 10)))
 SIDECAR_ADMIN=$((BASE_PORT + 4))
 MTLS_B_PORT=$((BASE_PORT + 6)); MTLS_A_ADMIN=$((BASE_PORT + 7)); MTLS_B_ADMIN=$((BASE_PORT + 8))
-for t in $TARGETS; do [ -n "${PORT[$t]:-}" ] || fail "unknown target '$t' (known: direct sidecar nginx haproxy mtls)"; done
+declare -A AMB_ADMIN=([amb]=$((BASE_PORT + 11)) [amb-cred]=$((BASE_PORT + 12)))
+for t in $TARGETS; do [ -n "${PORT[$t]:-}" ] || fail "unknown target '$t' (known: direct sidecar nginx haproxy mtls amb amb-cred)"; done
 has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
+# Every column is read against the upstream alone: without it the table cannot be made.
+has_target direct || fail "TARGETS must include direct (the ratios and c1_add_us are against it)"
 
 tools="wrk nginx taskset timeout curl awk sort"
 has_target haproxy && tools+=" haproxy"
@@ -68,12 +73,17 @@ for t in $tools; do
     fail "missing $t: apt-get install -y wrk nginx haproxy curl util-linux (or run bash tests/run.sh once)"
 done
 
-if has_target sidecar || has_target mtls; then
+if has_target sidecar || has_target mtls || has_target amb || has_target amb-cred; then
   if [ "$BUILD" = 1 ]; then
     echo "# building: cargo build --release --bins" >&2
     cargo build --release --bins >&2
   fi
-  [ -x "$SIDECAR_BIN" ] || fail "$SIDECAR_BIN not found: cargo build --release --bins"
+  if has_target sidecar; then
+    [ -x "$SIDECAR_BIN" ] || fail "$SIDECAR_BIN not found: cargo build --release --bins"
+  fi
+  if has_target amb || has_target amb-cred; then
+    [ -x "$AMBASSADOR_BIN" ] || fail "$AMBASSADOR_BIN not found: cargo build --release --bins"
+  fi
 fi
 
 TMP=$(mktemp -d /tmp/proxy-bench.XXXXXX)
@@ -144,6 +154,7 @@ ports="$UP_PORT"
 for t in $TARGETS; do [ "$t" = direct ] || ports+=" ${PORT[$t]}"; done
 has_target sidecar && ports+=" $SIDECAR_ADMIN"
 has_target mtls && ports+=" $MTLS_B_PORT $MTLS_A_ADMIN $MTLS_B_ADMIN"
+for t in amb amb-cred; do if has_target $t; then ports+=" ${AMB_ADMIN[$t]}"; fi; done
 for port in $ports; do
   if (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
     fail "port $port is in use; stop what listens there or pick other ports with BASE_PORT"
@@ -271,6 +282,28 @@ EOF
   start mtls env SIDECAR_LOG=warn "$SIDECAR_BIN" run --config "$TMP/mtls-a.yaml"
   wait_serving mtls "http://$HOST:${PORT[mtls]}/"
 fi
+# The ambassador in front of the same plain-HTTP upstream (allow_plain_http, to measure the
+# proxy path, not TLS), once without a credential and once injecting a static header: the
+# difference in CPU per request is what a credential costs.
+for t in amb amb-cred; do
+  has_target $t || continue
+  cred=""
+  [ "$t" = amb-cred ] && cred='    credential: {type: header, prefix: "Bearer ", secret: {value: bench-secret-value}}'
+  cat >"$TMP/$t.yaml" <<EOF
+admin: {address: "$HOST:${AMB_ADMIN[$t]}"}
+runtime: {worker_threads: 1, drain_grace: 0s, drain_deadline: 2s}
+listeners:
+  - {name: bench, address: "$HOST:${PORT[$t]}"}
+routes:
+  - name: all
+    match: {prefix: /}
+    upstream: http://$HOST:$UP_PORT
+    allow_plain_http: true
+$cred
+EOF
+  start "$t" env AMBASSADOR_LOG=warn "$AMBASSADOR_BIN" run --config "$TMP/$t.yaml"
+  wait_serving "$t" "http://$HOST:${PORT[$t]}/"
+done
 
 # ---------- readings from /proc ----------
 sum_status_kib() { # sum_status_kib PID FIELD: a /proc/PID/status field summed over the process tree

@@ -26,6 +26,7 @@
 
 pub mod adapter;
 pub mod admin;
+pub mod ambassador;
 pub mod body;
 pub mod client;
 pub mod collector;

@@ -2,6 +2,8 @@
 //! moved by exactly the traffic they sent.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 /// One sample line: `name{label="value",...} value`.
 #[derive(Clone, Debug, PartialEq)]
@@ -135,6 +137,30 @@ fn parse_labels(s: &str) -> Option<BTreeMap<String, String>> {
         rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
     }
     Some(labels)
+}
+
+/// Runs `promtool check metrics` on `text`; the test fails loudly when promtool is missing.
+pub fn promtool_check(text: &str) -> std::process::Output {
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "cannot run promtool ({e}): run the README's test command, `bash tests/run.sh`, \
+             which installs it (or `apt-get install -y prometheus`)"
+        ),
+    };
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    child.wait_with_output().expect("wait for promtool")
 }
 
 #[cfg(test)]

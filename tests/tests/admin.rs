@@ -1,12 +1,11 @@
 //! The admin API: health endpoints, the JSON views of clusters, listeners and config, method and
 //! path errors, and the metrics page (valid for `promtool`, and counting exactly what was sent).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use e2e_tests::Sidecar;
 use e2e_tests::client::Client;
+use e2e_tests::metrics::promtool_check;
 use e2e_tests::proxy_config::cluster;
 use e2e_tests::upstream::{self, Upstream, tcp};
 use e2e_tests::wait::eventually;
@@ -168,30 +167,6 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
         proxy.admin().ready().await.is_ok(),
         "GET /drain and /shutdown must not drain"
     );
-}
-
-/// Runs `promtool check metrics` on `text`; the test fails loudly when promtool is missing.
-fn promtool_check(text: &str) -> std::process::Output {
-    let mut child = match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => panic!(
-            "cannot run promtool ({e}): run the README's test command, `bash tests/run.sh`, \
-             which installs it (or `apt-get install -y prometheus`)"
-        ),
-    };
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(text.as_bytes())
-        .expect("feed promtool");
-    child.wait_with_output().expect("wait for promtool")
 }
 
 #[tokio::test]

@@ -350,7 +350,7 @@ async fn handshake_errors_name_expired_and_wrong_ca_certificates() {
     let a = client_side(&stranger, b.listener("in"), &b_id, "http1").await;
     let reply = Client::http1(a.listener("out")).await.get("/").send().await;
     assert_eq!(reply.status, 502, "{}", reply.text());
-    assert_eq!(reply.sidecar_error(), Some("upstream_tls_error"));
+    assert_eq!(reply.sidecar_error(), Some("upstream_tls_failed"));
     assert!(reply.text().contains("unknown_ca"), "{}", reply.text());
     let m = a.admin().metrics().await;
     assert!(

@@ -141,6 +141,9 @@ pub struct Cluster {
     /// Whether endpoints can be unavailable at all (outlier detection or health checks):
     /// when not, a pick never looks at their state.
     tracks_health: bool,
+    /// TLS toward the endpoints, when configured; a `tls:` block that cannot be loaded
+    /// (a CA file removed since validation) fails each connection with its reason.
+    pub tls: Option<Result<crate::tls::upstream::UpstreamConnector, String>>,
     set: ArcSwap<EndpointSet>,
     rr: AtomicUsize,
 }
@@ -180,6 +183,12 @@ impl Cluster {
                 .map(|h| HealthChecker::new(h, cfg.protocol, &cfg.name, metrics)),
             mesh,
             tracks_health: cfg.outlier_detection.is_some() || cfg.health_checks.is_some(),
+            tls: crate::tls::upstream::UpstreamConnector::for_cluster(cfg).map(|r| {
+                r.map_err(|e| {
+                    tracing::error!(cluster = %cfg.name, error = %e, "cannot load the cluster's tls block");
+                    e.to_string()
+                })
+            }),
             set: ArcSwap::from_pointee(EndpointSet::default()),
             rr: AtomicUsize::new(0),
         });

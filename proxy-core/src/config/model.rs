@@ -203,6 +203,15 @@ pub struct Route {
     /// Request rate limits, each counted per value of its key; all must allow a request.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<super::RateLimit>,
+    /// With a `match.prefix`: the matched prefix is replaced by this before forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<String>,
+    /// The Host (HTTP/1) or `:authority` (HTTP/2) sent upstream, instead of the client's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rewrite_literal: Option<String>,
+    /// A token bucket in front of the route; none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_rate_limit: Option<crate::ratelimit::local::LocalRateLimit>,
 }
 
 fn default_route_timeout() -> Dur {
@@ -342,6 +351,9 @@ pub struct Cluster {
     /// Originate mTLS to the endpoints and check their SPIFFE ID; plaintext when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls: Option<super::ClusterMtls>,
+    /// TLS toward the endpoints; plain TCP when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::upstream::UpstreamTls>,
 }
 
 fn default_dns_refresh() -> Dur {

@@ -328,6 +328,23 @@ fn route(p: &mut Problems, path: &str, r: &Route, clusters: &HashSet<&str>) {
     if let Some(rp) = &r.retry_policy {
         resilience::retry_policy(p, &format!("{path}.retry_policy"), rp, r.timeout.get());
     }
+    if r.prefix_rewrite.is_some() && m.prefix.is_none() {
+        p.at(
+            format!("{path}.prefix_rewrite"),
+            "needs match.prefix: it replaces the matched prefix",
+        );
+    }
+    if let Some(h) = &r.host_rewrite_literal
+        && http::uri::Authority::try_from(h.as_str()).is_err()
+    {
+        p.at(
+            format!("{path}.host_rewrite_literal"),
+            format!("invalid host {h:?}"),
+        );
+    }
+    if let Some(rl) = &r.local_rate_limit {
+        crate::ratelimit::local::validate(p, &format!("{path}.local_rate_limit"), rl);
+    }
     for (field, list) in [
         ("request_headers_to_remove", &r.request_headers_to_remove),
         ("response_headers_to_remove", &r.response_headers_to_remove),
@@ -358,6 +375,12 @@ pub(super) fn header_match(p: &mut Problems, hpath: &str, h: &HeaderMatch) {
 }
 
 fn cluster(p: &mut Problems, path: &str, c: &Cluster) {
+    if c.tls.is_some() && c.mtls.is_some() {
+        p.at(
+            format!("{path}.tls"),
+            "set either tls (TLS to an outside server) or mtls (the mesh's mutual TLS), not both",
+        );
+    }
     if c.endpoints.is_empty() {
         p.at(format!("{path}.endpoints"), "needs at least one endpoint");
     }
@@ -419,6 +442,7 @@ fn cluster(p: &mut Problems, path: &str, c: &Cluster) {
     if let Some(hc) = &c.health_checks {
         resilience::health_checks(p, &format!("{path}.health_checks"), hc);
     }
+    crate::tls::upstream::validate(p, path, c);
     if c.healthy_panic_threshold > 100 {
         p.at(format!("{path}.healthy_panic_threshold"), "at most 100");
     }

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use super::body::{Buffered, RequestBody};
 use super::client;
+use super::inject::RequestHook;
 use super::proxy::{Finish, Pending};
 use crate::cluster::outlier::Outcome;
 use crate::cluster::{Cluster, Endpoint};
@@ -92,6 +93,8 @@ pub(super) struct Retrying<'a> {
     pub cluster: &'a Cluster,
     /// The request's hash-policy key, so retries pick as the first attempt did.
     pub hash: Option<u64>,
+    /// The route's per-attempt request editing, if any.
+    pub hook: Option<&'a dyn RequestHook>,
 }
 
 /// Send under the route's retry policy; the last outcome is returned as it is when no
@@ -109,14 +112,18 @@ pub(super) async fn with_retries(
         timeout,
         cluster,
         hash,
+        hook,
     } = r;
     let deadline = Instant::now() + timeout;
     cluster.budget.deposit();
 
-    // The body: buffered for replay when it may be sent again, else streamed once. A body
-    // already read whole (to mirror it) replays whatever its size.
+    // The body: buffered for replay when it may be sent again, else streamed once. A
+    // hooked route holds it whatever the method: to sign it, and to send it again after
+    // the upstream refused the hook's credential. A body already read whole (to mirror it)
+    // replays whatever its size.
+    let method_allowed = policy.allows_method(&parts.method);
     let (replay, mut once, not_replayable) = match body {
-        body if !policy.allows_method(&parts.method) => {
+        body if !method_allowed && hook.is_none() => {
             let body = match body {
                 Pending::Stream(b) => RequestBody::new(b, received),
                 Pending::Buffered(b) => b.into_body(),
@@ -124,14 +131,18 @@ pub(super) async fn with_retries(
             };
             (None, Some(body), Some("method"))
         }
-        Pending::Buffered(b @ Buffered::Whole { .. }) => (Some(b), None, None),
+        Pending::Buffered(b @ Buffered::Whole { .. }) => {
+            (Some(b), None, (!method_allowed).then_some("method"))
+        }
         Pending::Buffered(Buffered::TooLarge(b)) | Pending::Started(b) => {
             (None, Some(b), Some("body_too_large"))
         }
         Pending::Stream(body) => {
             let buffering = RequestBody::buffer(body, policy.buffer_limit, received);
             match tokio::time::timeout_at(deadline, buffering).await {
-                Ok(Ok(b @ Buffered::Whole { .. })) => (Some(b), None, None),
+                Ok(Ok(b @ Buffered::Whole { .. })) => {
+                    (Some(b), None, (!method_allowed).then_some("method"))
+                }
                 Ok(Ok(Buffered::TooLarge(b))) => (None, Some(b), Some("body_too_large")),
                 Ok(Err(_)) => return Err(ProxyError::BadRequest("the request body ended early")),
                 Err(_) => return Err(ProxyError::Timeout(timeout)),
@@ -142,6 +153,8 @@ pub(super) async fn with_retries(
     let mut attempt: u32 = 1;
     // Held while a retry is in flight, for the cluster's max_retries threshold.
     let mut retry_permit = None;
+    // Whether the one attempt after a refused credential was made.
+    let mut reauthorized = false;
     loop {
         let body = match &replay {
             Some(b) => b.replay(),
@@ -155,6 +168,18 @@ pub(super) async fn with_retries(
         *req.headers_mut() = parts.headers.clone();
         req.headers_mut()
             .insert(ATTEMPT_COUNT_HEADER.clone(), HeaderValue::from(attempt));
+        if let Some(hook) = hook {
+            let (mut head, body) = req.into_parts();
+            let data = match &replay {
+                Some(Buffered::Whole { data, .. }) => Some(data),
+                _ => None,
+            };
+            match tokio::time::timeout_at(deadline, hook.prepare(&mut head, data)).await {
+                Ok(prepared) => prepared?,
+                Err(_) => return Err(ProxyError::Timeout(timeout)),
+            }
+            req = Request::from_parts(head, body);
+        }
 
         finish.sending_to(&endpoint);
         let Some(left) = deadline.checked_duration_since(Instant::now()) else {
@@ -173,6 +198,18 @@ pub(super) async fn with_retries(
             },
         };
         drop(retry_permit.take());
+
+        if let (Some(hook), Ok((resp, _))) = (hook, &outcome)
+            && hook.rejected(resp.status())
+            && !reauthorized
+            && replay.is_some()
+        {
+            reauthorized = true;
+            tracing::debug!(cluster = %cluster.name, attempt, status = resp.status().as_u16(), "credential refused; sending again with a fresh one");
+            drop(outcome);
+            attempt += 1;
+            continue;
+        }
 
         let reason = match &outcome {
             Ok((resp, _)) => policy.retry_response(resp.status(), resp.headers()),

@@ -6,6 +6,7 @@
 //! the meantime is not lost: hyper hands it back unsent and it goes out on a fresh connection.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use super::body::RequestBody;
@@ -20,6 +21,10 @@ use crate::cluster::{Cluster, Endpoint};
 use crate::config::{self, UpstreamProtocol};
 use crate::error::ProxyError;
 use crate::resilience::limits::Permit;
+
+const UNKNOWN: u8 = 0;
+const ALPN_H1: u8 = 1;
+const ALPN_H2: u8 = 2;
 
 type H1 = http1::SendRequest<RequestBody>;
 type H2 = http2::SendRequest<RequestBody>;
@@ -39,6 +44,10 @@ struct Idle {
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<Option<H2>>,
+    /// TLS endpoints: what ALPN chose last (`UNKNOWN`, `ALPN_H1`, `ALPN_H2`), and a gate so
+    /// that, until HTTP/1.1 is known, a burst opens one connection to share, not one each.
+    alpn: AtomicU8,
+    connecting: tokio::sync::Mutex<()>,
     max_idle: usize,
     idle_timeout: Duration,
 }
@@ -56,6 +65,8 @@ impl Pool {
         Pool {
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
+            alpn: AtomicU8::new(UNKNOWN),
+            connecting: tokio::sync::Mutex::new(()),
             max_idle: cfg.max_idle_connections,
             idle_timeout: cfg.idle_timeout.get(),
         }
@@ -73,6 +84,15 @@ impl Pool {
             }
         }
         None
+    }
+
+    /// The endpoint's open HTTP/2 connection, if it has one.
+    fn shared_h2(&self) -> Option<H2> {
+        self.h2
+            .lock()
+            .ok()
+            .and_then(|g| g.clone())
+            .filter(|tx| !tx.is_closed())
     }
 
     /// Give a connection back after its response ended.
@@ -128,30 +148,71 @@ async fn connect(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyError>
         }
     };
     let _ = stream.set_nodelay(true);
-    match &cluster.mesh {
-        Some(mesh) => {
+    match (&cluster.mesh, &cluster.tls) {
+        (Some(mesh), _) => {
             let tls = crate::tls::mesh_client::connect(cluster, ep, mesh, stream).await?;
-            handshake(cluster, ep, TokioIo::new(tls), unit).await
+            handshake(
+                cluster,
+                ep,
+                TokioIo::new(tls),
+                cluster.config.protocol,
+                unit,
+            )
+            .await
         }
-        None => handshake(cluster, ep, TokioIo::new(stream), unit).await,
+        (None, Some(tls)) => {
+            let tls_failed = |detail: String| {
+                cluster.stats.connect_failures.inc();
+                ep.connect_failed();
+                ProxyError::UpstreamTls {
+                    addr: ep.addr,
+                    kind: "handshake",
+                    detail,
+                }
+            };
+            let connector = tls.as_ref().map_err(|e| tls_failed(e.clone()))?;
+            let (stream, h2) = connector
+                .connect(stream)
+                .await
+                .map_err(|e| tls_failed(e.to_string()))?;
+            // The server's ALPN choice decides how this connection is driven.
+            let protocol = if h2 {
+                UpstreamProtocol::Http2
+            } else {
+                UpstreamProtocol::Http1
+            };
+            handshake(cluster, ep, TokioIo::new(stream), protocol, unit).await
+        }
+        (None, None) => {
+            handshake(
+                cluster,
+                ep,
+                TokioIo::new(stream),
+                cluster.config.protocol,
+                unit,
+            )
+            .await
+        }
     }
 }
 
-/// The HTTP handshake over a connected byte stream (a socket, or a TLS session over one).
-async fn handshake<S>(
+/// The HTTP handshake over a connected byte stream (a socket, or a TLS session over one);
+/// the connection task holds the `max_connections` unit until the connection closes.
+async fn handshake<I>(
     cluster: &Cluster,
     ep: &Endpoint,
-    io: TokioIo<S>,
+    io: I,
+    protocol: UpstreamProtocol,
     unit: Option<Permit>,
 ) -> Result<Sender, ProxyError>
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let active = cluster.stats.active_connections.clone();
     cluster.stats.connections.inc();
     let handshake_failed =
         |e: hyper::Error| ProxyError::Reset(format!("handshake with {}: {e}", ep.addr));
-    match cluster.config.protocol {
+    match protocol {
         UpstreamProtocol::Http1 => {
             let (tx, conn) = http1::Builder::new()
                 .handshake(io)
@@ -191,6 +252,20 @@ pub async fn checkout(
 ) -> Result<Sender, ProxyError> {
     match cluster.config.protocol {
         UpstreamProtocol::Http1 => {
+            // A TLS cluster's server may have chosen HTTP/2 by ALPN: that connection is shared.
+            let mut _gate = None;
+            if cluster.tls.is_some() {
+                if let Some(tx) = ep.pool.shared_h2() {
+                    return Ok(Sender::H2(tx));
+                }
+                if ep.pool.alpn.load(Ordering::Relaxed) != ALPN_H1 {
+                    let g = ep.pool.connecting.lock().await;
+                    if let Some(tx) = ep.pool.shared_h2() {
+                        return Ok(Sender::H2(tx));
+                    }
+                    _gate = Some(g);
+                }
+            }
             while let Some(mut tx) = ep.pool.take_idle() {
                 if tx.ready().await.is_ok() {
                     return Ok(Sender::H1(tx));
@@ -206,12 +281,19 @@ pub async fn checkout(
             let started = Instant::now();
             let sender = Box::pin(connect(cluster, ep)).await;
             *connect_time = Some(started.elapsed());
-            sender
+            let sender = sender?;
+            let alpn = match &sender {
+                Sender::H1(_) => ALPN_H1,
+                Sender::H2(_) => ALPN_H2,
+            };
+            ep.pool.alpn.store(alpn, Ordering::Relaxed);
+            if let (Sender::H2(tx), Ok(mut slot)) = (&sender, ep.pool.h2.lock()) {
+                *slot = Some(tx.clone());
+            }
+            Ok(sender)
         }
         UpstreamProtocol::Http2 => {
-            if let Some(tx) = ep.pool.h2.lock().ok().and_then(|g| g.clone())
-                && !tx.is_closed()
-            {
+            if let Some(tx) = ep.pool.shared_h2() {
                 return Ok(Sender::H2(tx));
             }
             let _pending = match &cluster.limits {
@@ -249,7 +331,14 @@ pub async fn send(
                     _ => return Err(ProxyError::from_upstream(e.error())),
                 },
             },
-            Sender::H2(mut tx) => match tx.try_send_request(req).await {
+            Sender::H2(mut tx) => match tx
+                .try_send_request({
+                    // Formed for HTTP/1 when the cluster's protocol is left to ALPN.
+                    crate::tls::upstream::into_h2_form(&mut req);
+                    req
+                })
+                .await
+            {
                 Ok(resp) => return Ok((resp, None)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if attempt == 0 => {

@@ -106,9 +106,9 @@ impl Mirror {
         *copy.headers_mut() = parts.headers.clone();
         let (mut copy_parts, body) = copy.into_parts();
         copy_parts.headers.remove(header::HOST);
-        if super::proxy::for_upstream(&mut copy_parts, &shadow, self.cluster.config.protocol)
-            .is_err()
-        {
+        let protocol = self.cluster.config.protocol;
+        let tls = self.cluster.tls.is_some();
+        if super::proxy::for_upstream(&mut copy_parts, &shadow, protocol, tls).is_err() {
             self.stats.failure.inc();
             return;
         }

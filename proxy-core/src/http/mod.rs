@@ -6,6 +6,7 @@ pub mod body;
 pub mod client;
 pub mod fault;
 pub mod headers;
+pub mod inject;
 pub mod mirror;
 pub mod proxy;
 pub mod server;

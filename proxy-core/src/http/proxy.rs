@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use super::attempts;
 use super::body::{Buffered, RequestBody, ResponseBody};
 use super::headers;
+use super::inject;
 use super::mirror::Mirror;
 use crate::cluster::outlier::Outcome;
 use crate::cluster::{ActiveRequest, Endpoint};
@@ -339,6 +340,7 @@ pub(super) fn for_upstream(
     parts: &mut http::request::Parts,
     authority: &Authority,
     protocol: UpstreamProtocol,
+    tls: bool,
 ) -> Result<(), ProxyError> {
     match protocol {
         UpstreamProtocol::Http1 => {
@@ -360,9 +362,8 @@ pub(super) fn for_upstream(
             }
         }
         UpstreamProtocol::Http2 => {
-            let mut u = Uri::builder()
-                .scheme(Scheme::HTTP)
-                .authority(authority.clone());
+            let scheme = if tls { Scheme::HTTPS } else { Scheme::HTTP };
+            let mut u = Uri::builder().scheme(scheme).authority(authority.clone());
             if let Some(pq) = parts.uri.path_and_query() {
                 u = u.path_and_query(pq.clone());
             }
@@ -418,7 +419,9 @@ pub fn local_reply(err: &ProxyError, request_id: Option<&HeaderValue>) -> Respon
             HeaderValue::from(ratelimit::whole_seconds(quota.reset)),
         );
     }
-    if let ProxyError::CircuitOpen { retry_after, .. } = err {
+    if let ProxyError::CircuitOpen { retry_after, .. }
+    | ProxyError::LocalRateLimited { retry_after, .. } = err
+    {
         // Whole seconds, rounded up: coming back early would only be refused again.
         let secs = retry_after.as_millis().div_ceil(1000).max(1) as u64;
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -587,7 +590,7 @@ async fn forward(
     crate::tls::authz::admit(routes, down, req.headers_mut()).map_err(fail)?;
 
     // The authority: the URI's (HTTP/2, absolute-form) or the Host header.
-    let authority: Authority = match req.uri().authority() {
+    let mut authority: Authority = match req.uri().authority() {
         Some(a) => a.clone(),
         None => match req
             .headers()
@@ -658,6 +661,9 @@ async fn forward(
             }
         }
     }
+    if let Some(bucket) = &route.rate_limit {
+        bucket.acquire(&route.name).await.map_err(fail)?;
+    }
 
     let hash = cluster
         .config
@@ -694,6 +700,7 @@ async fn forward(
         }
     }
     let (mut parts, body) = req.into_parts();
+    route.rewrite_target(&mut parts, &mut authority);
 
     // The mirrored copies go first, with the headers as the primary's stand now.
     let mut body = Pending::Stream(body);
@@ -709,15 +716,26 @@ async fn forward(
         }
     }
 
-    for_upstream(&mut parts, &authority, cluster.config.protocol).map_err(fail)?;
+    for_upstream(
+        &mut parts,
+        &authority,
+        cluster.config.protocol,
+        cluster.tls.is_some(),
+    )
+    .map_err(fail)?;
 
-    let sent = match &route.retry {
-        Some(policy) if downstream_upgrade.is_none() => {
+    let hook = route.hook.as_deref();
+    let sent = match (&route.retry, hook) {
+        (Some(_), _) | (None, Some(_)) if downstream_upgrade.is_none() => {
             let retrying = attempts::Retrying {
-                policy,
+                policy: match route.retry.as_deref() {
+                    Some(policy) => policy,
+                    None => inject::no_retries(),
+                },
                 timeout: route.timeout,
                 cluster,
                 hash,
+                hook,
             };
             // Boxed: the retry loop's future is large, and only retrying routes pay for it.
             Box::pin(attempts::with_retries(
@@ -726,6 +744,9 @@ async fn forward(
             .await
         }
         _ => {
+            if let Some(hook) = hook {
+                hook.prepare(&mut parts, None).await.map_err(fail)?;
+            }
             let body = match body {
                 Pending::Stream(b) => RequestBody::new(b, received),
                 Pending::Buffered(b) => b.into_body(),

@@ -744,6 +744,9 @@ impl Walker {
             request_mirror_policies: Vec::new(),
             hash_policy: None,
             rate_limits: Vec::new(),
+            prefix_rewrite: None,
+            host_rewrite_literal: None,
+            local_rate_limit: None,
         };
         let Some((action, apath)) = o.take("route") else {
             o.done(self);
@@ -964,6 +967,7 @@ impl Walker {
             health_checks: None,
             healthy_panic_threshold: 50,
             mtls: None,
+            tls: None,
         };
         match o.take_str(self, "type").as_deref() {
             None | Some("STATIC") => {}

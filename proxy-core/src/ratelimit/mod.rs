@@ -6,8 +6,13 @@
 //! A request over a limit gets 429 with `Retry-After` and the `RateLimit-Limit`,
 //! `RateLimit-Remaining` and `RateLimit-Reset` headers (the IETF draft's), and the same three
 //! headers ride on every allowed response of a limited route, from its tightest rule.
+//!
+//! Besides these policing rules, `local` is a shaping bucket in front of a route
+//! (`local_rate_limit`): a request over quota waits up to `max_wait` for a token before it is
+//! refused, which is what a client of a rate-limited API (the ambassador) wants.
 
 pub mod gcra;
+pub mod local;
 pub mod redis_window;
 
 use std::net::IpAddr;

@@ -48,6 +48,12 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerRouteLabels {
+    listener: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabels {
     listener: String,
     direction: &'static str,
@@ -187,11 +193,19 @@ pub struct Metrics {
     redis_errors: Counter,
     pub tls: crate::tls::metrics::TlsMetrics,
     detections: Family<ProtocolLabels, Counter>,
+    rate_limit_waits: Family<ListenerRouteLabels, Counter>,
+    rate_limited: Family<ListenerRouteLabels, Counter>,
 }
 
 impl Metrics {
     /// A registry whose names all start with `prefix_` (`sidecar`, `ambassador`, `adapter`).
     pub fn new(prefix: &str) -> Metrics {
+        Metrics::with_extra(prefix, |_| {})
+    }
+
+    /// As `new`, letting a program register its own families (under the same prefix) in
+    /// the same registry, so `/metrics` shows them all.
+    pub fn with_extra(prefix: &str, extra: impl FnOnce(&mut Registry)) -> Metrics {
         let mut r = Registry::with_prefix(prefix);
         let m = Metrics {
             registry: Arc::default(),
@@ -230,6 +244,8 @@ impl Metrics {
             redis_errors: Counter::default(),
             tls: Default::default(),
             detections: Family::default(),
+            rate_limit_waits: Family::default(),
+            rate_limited: Family::default(),
         };
         r.register(
             "requests",
@@ -410,6 +426,17 @@ impl Metrics {
         })
         .set(1);
         r.register("build_info", "Build information", info);
+        r.register(
+            "local_rate_limit_waits",
+            "Requests that waited for a local rate limit token, by route",
+            m.rate_limit_waits.clone(),
+        );
+        r.register(
+            "local_rate_limited",
+            "Requests refused (429) by a local rate limit, by route",
+            m.rate_limited.clone(),
+        );
+        extra(&mut r);
         Metrics {
             registry: Arc::new(r),
             ..m
@@ -427,6 +454,18 @@ impl Metrics {
     /// The process's tap (`/tap`, `/debug/failures`).
     pub fn tap(&self) -> &Arc<Tap> {
         &self.tap
+    }
+
+    /// A local rate limit's counters: requests that waited, requests refused.
+    pub fn local_rate_limit(&self, listener: &str, route: &str) -> [Counter; 2] {
+        let labels = ListenerRouteLabels {
+            listener: listener.into(),
+            route: route.into(),
+        };
+        [
+            member(&self.rate_limit_waits, &labels),
+            member(&self.rate_limited, &labels),
+        ]
     }
 
     pub fn route(&self, listener: &str, route: &str, cluster: &str) -> RouteStats {
