@@ -124,14 +124,15 @@ impl Snapshot {
                     }
                     _ => None,
                 };
+                let destinations = l
+                    .intercept
+                    .map(|_| Destinations::build(l, &cfg.clusters, lookup, metrics, tls.clone()));
                 let lr = ListenerRoutes {
                     config: l.clone(),
                     routes,
                     cluster: l.cluster.as_deref().and_then(lookup),
                     tls,
-                    destinations: l
-                        .intercept
-                        .map(|_| Destinations::build(l, &cfg.clusters, lookup, metrics)),
+                    destinations,
                 };
                 (l.name.clone(), Arc::new(lr))
             })

@@ -56,7 +56,7 @@ where
     let _ = up.set_nodelay(true);
     let _active = ep.start_request();
     match &cluster.mesh {
-        Some(mesh) => match crate::tls::mesh_client::connect(&cluster, &ep, mesh, up).await {
+        Some(mesh) => match crate::tls::mesh_client::connect(&cluster, &ep, mesh, up, true).await {
             Ok(tls) => pipe(down, tls, idle, stats, &cluster.stats).await,
             Err(e) => stats.local_reply(e.reason()),
         },
@@ -67,15 +67,16 @@ where
 /// Connect to one address (an intercepted connection's original destination, or the app
 /// behind an inbound listener) and copy, counting on `cluster` (`passthrough`,
 /// `inbound_passthrough`): the original-destination cluster of Envoy, without a pool.
-pub async fn proxy_to(
-    down: TcpStream,
+pub async fn proxy_to<D>(
+    down: D,
     addr: SocketAddr,
     connect_timeout: Duration,
     idle: Duration,
     stats: &ListenerStats,
     cluster: &ClusterStats,
-) {
-    let _ = down.set_nodelay(true);
+) where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
     let up = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {

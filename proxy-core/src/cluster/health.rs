@@ -76,7 +76,7 @@ impl HealthChecker {
             match mesh {
                 Some(m) => {
                     let tls = m
-                        .handshake(stream, ep.addr)
+                        .handshake(stream, ep.addr, false)
                         .await
                         .map_err(|e| e.to_string())?;
                     self.http_check(ep, TokioIo::new(tls)).await

@@ -150,7 +150,7 @@ async fn connect(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyError>
     let _ = stream.set_nodelay(true);
     match (&cluster.mesh, &cluster.tls) {
         (Some(mesh), _) => {
-            let tls = crate::tls::mesh_client::connect(cluster, ep, mesh, stream).await?;
+            let tls = crate::tls::mesh_client::connect(cluster, ep, mesh, stream, false).await?;
             handshake(
                 cluster,
                 ep,

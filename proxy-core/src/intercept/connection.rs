@@ -155,11 +155,72 @@ pub async fn serve(
         protocol = detected.label(), sni = ?match &detected { Detected::Tls { sni } => sni.as_deref(), _ => None },
         ?decision, "intercepted");
     let idle = cfg.idle_timeout.get();
+    let _ = stream.set_nodelay(true);
+    // An inbound listener with mTLS: mesh peers arrive in TLS, terminated here; plaintext
+    // clients only in permissive mode.
+    if let (InterceptMode::Inbound, Some(tls)) = (mode, routes.tls.clone()) {
+        if let Detected::Tls { .. } = detected {
+            let timeout = cfg.request_header_timeout.get();
+            let Some((session, peer)) =
+                crate::tls::server::accept(stream, remote, &tls, &ctx.name, timeout).await
+            else {
+                return;
+            };
+            // The peer sidecar offered an ALPN protocol for HTTP, and none for opaque TCP.
+            let inner = match session.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Detected::Http2,
+                Some(b"http/1.1") => Detected::Http1 { host: None },
+                _ => Detected::Opaque,
+            };
+            match decide(&routes, target, &inner) {
+                Decision::Http { h2, via_cluster } => {
+                    let mut down = Downstream::new(remote);
+                    down.via_cluster = via_cluster;
+                    down.peer = Some(peer);
+                    crate::http::server::serve_as(session, down, h2, cfg, ctx, drain).await;
+                }
+                Decision::Cluster(name) => {
+                    if !crate::tls::server::admits_connection(&tls, Some(&peer), &ctx) {
+                        return;
+                    }
+                    let Some(cluster) = ctx.snapshot.load().clusters.get(&*name).cloned() else {
+                        return;
+                    };
+                    crate::tcp::proxy_stream(session, cluster, idle, &ctx.stats).await;
+                }
+                Decision::Passthrough => {
+                    if !crate::tls::server::admits_connection(&tls, Some(&peer), &ctx) {
+                        return;
+                    }
+                    crate::tcp::proxy_to(
+                        session,
+                        target,
+                        PASSTHROUGH_CONNECT_TIMEOUT,
+                        idle,
+                        &ctx.stats,
+                        &dest.passthrough,
+                    )
+                    .await;
+                }
+            }
+            return;
+        }
+        if !tls.permissive {
+            tls.stats.failure("not_tls");
+            tracing::debug!(listener = %ctx.name, %remote, "plaintext refused: the listener's mTLS is strict");
+            return;
+        }
+        tls.stats.plaintext.inc();
+        if !matches!(decision, Decision::Http { .. })
+            && !crate::tls::server::admits_connection(&tls, None, &ctx)
+        {
+            return;
+        }
+    }
     match decision {
         Decision::Http { h2, via_cluster } => {
             let mut down = Downstream::new(remote);
             down.via_cluster = via_cluster;
-            let _ = stream.set_nodelay(true);
             crate::http::server::serve_as(stream, down, h2, cfg, ctx, drain).await;
         }
         Decision::Cluster(name) => {

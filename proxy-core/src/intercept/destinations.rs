@@ -45,6 +45,7 @@ impl Destinations {
         clusters: &[config::Cluster],
         lookup: impl Fn(&str) -> Option<Arc<Cluster>> + Copy,
         metrics: &Metrics,
+        tls: Option<Arc<crate::tls::server::InboundTls>>,
     ) -> Destinations {
         let mut by_addr = HashMap::new();
         let mut dns = Vec::new();
@@ -69,7 +70,8 @@ impl Destinations {
                 routes: vec![Route::build(&listener.name, &route, lookup, metrics)],
                 cluster: Some(cluster.clone()),
                 destinations: None,
-                tls: None,
+                // The listener's mTLS settings: its allow list applies to these routes too.
+                tls: tls.clone(),
             };
             by_cluster.insert(cluster.name.clone(), Arc::new(routes));
         }

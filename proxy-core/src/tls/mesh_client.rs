@@ -24,6 +24,9 @@ use crate::error::ProxyError;
 /// How one meshed cluster opens its connections.
 pub struct MeshConnector {
     connector: TlsConnector,
+    /// The same, offering no ALPN protocol: opaque TCP through the mesh. The inbound side
+    /// of an intercepted connection tells HTTP from opaque bytes by the ALPN choice.
+    opaque: TlsConnector,
     pub stats: PeerStats,
 }
 
@@ -56,21 +59,25 @@ impl MeshConnector {
             })
             .unwrap_or_else(|e| unreachable!("ring supports the default protocol versions: {e}"));
         // A tcp listener at the other end selects none of these, which is fine.
+        let opaque = TlsConnector::from(Arc::new(cfg.clone()));
         cfg.alpn_protocols = match c.protocol {
             UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
             UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
         };
         Ok(MeshConnector {
             connector: TlsConnector::from(Arc::new(cfg)),
+            opaque,
             stats: metrics.peer("outbound", &c.name),
         })
     }
 
     /// Run the client handshake over a connected socket.
+    /// `opaque`: the session carries TCP bytes, not HTTP (no ALPN protocol is offered).
     pub async fn handshake<S>(
         &self,
         stream: S,
         addr: SocketAddr,
+        opaque: bool,
     ) -> Result<TlsStream<S>, ProxyError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -78,7 +85,12 @@ impl MeshConnector {
         // Endpoints are addresses; no SNI goes out for an IP, and the identity check does
         // not look at the name.
         let name = ServerName::IpAddress(addr.ip().into());
-        match self.connector.connect(name, stream).await {
+        let connector = if opaque {
+            &self.opaque
+        } else {
+            &self.connector
+        };
+        match connector.connect(name, stream).await {
             Ok(s) => {
                 self.stats.handshakes.inc();
                 Ok(s)
@@ -101,10 +113,11 @@ pub async fn connect(
     ep: &crate::cluster::Endpoint,
     mesh: &MeshConnector,
     stream: tokio::net::TcpStream,
+    opaque: bool,
 ) -> Result<TlsStream<tokio::net::TcpStream>, ProxyError> {
     let result = tokio::time::timeout(
         cluster.config.connect_timeout.get(),
-        mesh.handshake(stream, ep.addr),
+        mesh.handshake(stream, ep.addr, opaque),
     )
     .await
     .unwrap_or_else(|_| {

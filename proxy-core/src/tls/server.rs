@@ -47,7 +47,8 @@ pub struct PeerIdentity {
 /// An mTLS listener's settings, built with the snapshot.
 pub struct InboundTls {
     acceptor: TlsAcceptor,
-    permissive: bool,
+    /// Plaintext clients are served too (`mode: permissive`), for migrations.
+    pub permissive: bool,
     pub allow: AllowList,
     pub stats: PeerStats,
     identity: Arc<WorkloadIdentity>,
@@ -180,6 +181,35 @@ pub async fn serve(
             Some(true) => {}
         }
     }
+    let Some((stream, peer)) = accept(stream, remote, &tls, &ctx.name, timeout).await else {
+        return;
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2")
+        || cfg.protocol == ListenerProtocol::Http2;
+    match (cfg.protocol, &routes.cluster) {
+        (ListenerProtocol::Tcp, Some(cluster)) => {
+            if !admits_connection(&tls, Some(&peer), &ctx) {
+                return;
+            }
+            crate::tcp::proxy_stream(stream, cluster.clone(), cfg.idle_timeout.get(), &ctx.stats)
+                .await
+        }
+        _ => crate::http::server::serve_conn(stream, remote, Some(peer), h2, cfg, ctx, drain).await,
+    }
+}
+
+/// The mTLS handshake of an inbound connection, within `timeout`: the session and the
+/// verified peer, or `None` when it failed (counted by reason, and logged).
+pub async fn accept(
+    stream: TcpStream,
+    remote: SocketAddr,
+    tls: &InboundTls,
+    listener: &str,
+    timeout: Duration,
+) -> Option<(
+    tokio_rustls::server::TlsStream<TcpStream>,
+    Arc<PeerIdentity>,
+)> {
     let stream = match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -188,16 +218,16 @@ pub async fn serve(
             // A peer that hangs up mid-handshake (a TCP probe, a port scan) says nothing
             // about certificates: counted, logged only at debug.
             if matches!(reason, "io_error" | "connection_closed") {
-                tracing::debug!(listener = %ctx.name, %remote, reason, error = %failure::describe(&e), "inbound mTLS handshake failed");
+                tracing::debug!(%listener, %remote, reason, error = %failure::describe(&e), "inbound mTLS handshake failed");
             } else {
-                tracing::warn!(listener = %ctx.name, %remote, reason, error = %failure::describe(&e), "inbound mTLS handshake failed");
+                tracing::warn!(%listener, %remote, reason, error = %failure::describe(&e), "inbound mTLS handshake failed");
             }
-            return;
+            return None;
         }
         Err(_) => {
             tls.stats.failure("handshake_timeout");
-            tracing::debug!(listener = %ctx.name, %remote, "inbound mTLS handshake timed out");
-            return;
+            tracing::debug!(%listener, %remote, "inbound mTLS handshake timed out");
+            return None;
         }
     };
     let (_, conn) = stream.get_ref();
@@ -208,9 +238,8 @@ pub async fn serve(
     let Some(peer) = peer else {
         // The verifier let no certificate without a SPIFFE ID through; be safe anyway.
         tls.stats.failure("no_spiffe_id");
-        return;
+        return None;
     };
-    let h2 = conn.alpn_protocol() == Some(b"h2") || cfg.protocol == ListenerProtocol::Http2;
     tls.stats.handshakes.inc();
     let ours = tls.identity.current().facts.id.to_string();
     let xfcc = HeaderValue::from_str(&format!("By={ours};URI={}", peer.id))
@@ -220,19 +249,19 @@ pub async fn serve(
         id: peer.id,
         xfcc,
     });
-    match (cfg.protocol, &routes.cluster) {
-        (ListenerProtocol::Tcp, Some(cluster)) => {
-            if !tls.allow.admits(Some(&peer.id)) {
-                tls.stats.denied.inc();
-                ctx.stats.local_reply("unauthorized_identity");
-                tracing::info!(listener = %ctx.name, peer = %peer.id, "tcp connection refused: identity not allowed");
-                return;
-            }
-            crate::tcp::proxy_stream(stream, cluster.clone(), cfg.idle_timeout.get(), &ctx.stats)
-                .await
-        }
-        _ => crate::http::server::serve_conn(stream, remote, Some(peer), h2, cfg, ctx, drain).await,
+    Some((stream, peer))
+}
+
+/// A peer (or, with `None`, a plaintext client) may open a connection that is not HTTP
+/// (no request to refuse with a 403): refused and counted here when the allow list says no.
+pub fn admits_connection(tls: &InboundTls, peer: Option<&PeerIdentity>, ctx: &ListenerCtx) -> bool {
+    if tls.allow.admits(peer.map(|p| &p.id)) {
+        return true;
     }
+    tls.stats.denied.inc();
+    ctx.stats.local_reply("unauthorized_identity");
+    tracing::info!(listener = %ctx.name, peer = ?peer.map(|p| p.uri.as_str()), "connection refused: identity not allowed");
+    false
 }
 
 async fn plaintext(
