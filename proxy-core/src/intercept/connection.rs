@@ -14,6 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -21,6 +22,8 @@ use crate::config::InterceptMode;
 use crate::detect::{self, Detected};
 use crate::http::proxy::{Downstream, ListenerCtx};
 use crate::snapshot::ListenerRoutes;
+use crate::telemetry::metrics::ClusterStats;
+use crate::tls::server::PeerIdentity;
 
 /// Connect timeout towards an original destination that no cluster describes (Envoy's
 /// default for its original-destination cluster).
@@ -154,8 +157,12 @@ pub async fn serve(
     tracing::debug!(listener = %ctx.name, %remote, original_dst = %dst, %target,
         protocol = detected.label(), sni = ?match &detected { Detected::Tls { sni } => sni.as_deref(), _ => None },
         ?decision, "intercepted");
-    let idle = cfg.idle_timeout.get();
     let _ = stream.set_nodelay(true);
+    let via = Via {
+        remote,
+        target,
+        passthrough: &dest.passthrough,
+    };
     // An inbound listener with mTLS: mesh peers arrive in TLS, terminated here; plaintext
     // clients only in permissive mode.
     if let (InterceptMode::Inbound, Some(tls)) = (mode, routes.tls.clone()) {
@@ -172,38 +179,13 @@ pub async fn serve(
                 Some(b"http/1.1") => Detected::Http1 { host: None },
                 _ => Detected::Opaque,
             };
-            match decide(&routes, target, &inner) {
-                Decision::Http { h2, via_cluster } => {
-                    let mut down = Downstream::new(remote);
-                    down.via_cluster = via_cluster;
-                    down.peer = Some(peer);
-                    crate::http::server::serve_as(session, down, h2, cfg, ctx, drain).await;
-                }
-                Decision::Cluster(name) => {
-                    if !crate::tls::server::admits_connection(&tls, Some(&peer), &ctx) {
-                        return;
-                    }
-                    let Some(cluster) = ctx.snapshot.load().clusters.get(&*name).cloned() else {
-                        return;
-                    };
-                    crate::tcp::proxy_stream(session, cluster, idle, &ctx.stats).await;
-                }
-                Decision::Passthrough => {
-                    if !crate::tls::server::admits_connection(&tls, Some(&peer), &ctx) {
-                        return;
-                    }
-                    crate::tcp::proxy_to(
-                        session,
-                        target,
-                        PASSTHROUGH_CONNECT_TIMEOUT,
-                        idle,
-                        &ctx.stats,
-                        &dest.passthrough,
-                    )
-                    .await;
-                }
+            let decision = decide(&routes, target, &inner);
+            if !matches!(decision, Decision::Http { .. })
+                && !crate::tls::server::admits_connection(&tls, Some(&peer), &ctx)
+            {
+                return;
             }
-            return;
+            return carry(session, decision, Some(peer), via, &routes, ctx, drain).await;
         }
         if !tls.permissive {
             tls.stats.failure("not_tls");
@@ -211,32 +193,58 @@ pub async fn serve(
             return;
         }
         tls.stats.plaintext.inc();
+        // HTTP requests meet the allow list one by one; other bytes here, once.
         if !matches!(decision, Decision::Http { .. })
             && !crate::tls::server::admits_connection(&tls, None, &ctx)
         {
             return;
         }
     }
+    carry(stream, decision, None, via, &routes, ctx, drain).await;
+}
+
+/// Where a connection came from and where it is going.
+struct Via<'a> {
+    remote: SocketAddr,
+    target: SocketAddr,
+    passthrough: &'a ClusterStats,
+}
+
+/// Carry a connection (a socket, or the mTLS session of a mesh peer) as decided.
+async fn carry<S>(
+    stream: S,
+    decision: Decision,
+    peer: Option<Arc<PeerIdentity>>,
+    via: Via<'_>,
+    routes: &ListenerRoutes,
+    ctx: Arc<ListenerCtx>,
+    drain: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = &routes.config;
+    let idle = cfg.idle_timeout.get();
     match decision {
         Decision::Http { h2, via_cluster } => {
-            let mut down = Downstream::new(remote);
+            let mut down = Downstream::new(via.remote);
             down.via_cluster = via_cluster;
+            down.peer = peer;
             crate::http::server::serve_as(stream, down, h2, cfg, ctx, drain).await;
         }
         Decision::Cluster(name) => {
             let Some(cluster) = ctx.snapshot.load().clusters.get(&*name).cloned() else {
                 return;
             };
-            crate::tcp::proxy(stream, cluster, idle, &ctx.stats).await;
+            crate::tcp::proxy_stream(stream, cluster, idle, &ctx.stats).await;
         }
         Decision::Passthrough => {
             crate::tcp::proxy_to(
                 stream,
-                target,
+                via.target,
                 PASSTHROUGH_CONNECT_TIMEOUT,
                 idle,
                 &ctx.stats,
-                &dest.passthrough,
+                via.passthrough,
             )
             .await;
         }
