@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 const WORKLOADS: &str = include_str!("../fixtures/inject/workloads.yaml");
 
-fn pod_spec<'a>(doc: &'a Value) -> &'a Value {
+fn pod_spec(doc: &Value) -> &Value {
     match doc["kind"].as_str() {
         Some("Pod") => &doc["spec"],
         Some("CronJob") => &doc["spec"]["jobTemplate"]["spec"]["template"]["spec"],
@@ -353,7 +353,7 @@ fn inject_refuses_bad_annotations_and_yaml_with_the_place_and_reason() {
         out.stderr
     );
     assert!(out.stdout.is_empty(), "nothing half-injected is printed");
-    let out = kube::inject("kind: Pod\n---\nkind: [unclosed\n", &[]);
+    let out = kube::inject("kind: ConfigMap\n---\nkind: [unclosed\n", &[]);
     assert_eq!(out.code, Some(1));
     assert!(
         out.stderr.contains("document 2: not valid YAML"),
@@ -488,7 +488,10 @@ async fn the_injector_patches_pods_like_inject_and_the_result_validates() {
                 .unwrap()
                 .contains("sidecar-init")
         );
-        kube::validate(&serde_norway::to_string(&patched).unwrap(), None);
+        // The API server names a generateName pod after admission; the schema tool needs a name.
+        let mut named = patched.clone();
+        named["metadata"]["name"] = json!("orders-7c9d8f5b6-x2x9q");
+        kube::validate(&serde_norway::to_string(&named).unwrap(), None);
 
         // The injected pod coming back (a re-invocation) gets no patch.
         let (_, again) = injector.review_pod(&uid, &patched).await;
