@@ -5,6 +5,7 @@
 #
 # 1. installs the peers the end-to-end tests start (nginx, haproxy, wrk, h2load, promtool, Redis,
 #    iptables, ip, tcpdump, curl) with apt-get when any of them is missing;
+#    kubernetes-validate (PyPI, into target/venv) and checks for kubectl (kustomize);
 # 2. cargo fmt --check, cargo clippy -D warnings, cargo build --release --bins;
 # 3. the tests: cargo nextest when it is installed (plus the doc tests, which nextest does not
 #    run), cargo test otherwise;
@@ -57,6 +58,19 @@ fi
 step "npm ci --prefix tests/oauth (the OAuth2 token server of the ambassador tests)"
 command -v npm >/dev/null || { echo "npm is missing: install Node 20 and npm" >&2; exit 1; }
 npm ci --prefix tests/oauth --no-audit --no-fund
+
+step "kubernetes-validate in target/venv and kubectl (the deploy/ and injection tests)"
+# The Kubernetes OpenAPI schemas, offline: a venv under target/ made once.
+if [ ! -x target/venv/bin/kubernetes-validate ]; then
+  python3 -m venv target/venv || { echo "python3 -m venv failed: apt-get install python3-venv" >&2; exit 1; }
+  target/venv/bin/pip install --quiet kubernetes-validate
+fi
+target/venv/bin/kubernetes-validate --version
+# kustomize renders offline through kubectl (1.27 or newer: `labels` and `patches` in
+# kustomization.yaml). Debian's own kubernetes-client is 1.20, too old: install kubectl from
+# pkgs.k8s.io or as a static binary.
+command -v kubectl >/dev/null || { echo "kubectl is missing: install kubectl 1.27 or newer (https://kubernetes.io/docs/tasks/tools/)" >&2; exit 1; }
+kubectl version --client
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check

@@ -77,6 +77,30 @@ enum Command {
     /// Install (or print, or remove) the nat rules that redirect the pod's TCP traffic to
     /// the intercepting listeners; run by an init container with NET_ADMIN.
     Iptables(proxy_core::intercept::iptables::Args),
+    /// Wait until a sidecar's admin /ready answers 200, then exit 0 or run COMMAND (as an
+    /// app's entrypoint prefix or in a postStart hook, for clusters without native sidecars).
+    WaitReady {
+        /// The sidecar's admin address.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: String,
+        /// Give up (exit 1) after this long.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// The command to run once ready; it replaces this process (exit status, signals).
+        #[arg(last = true)]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Add the sidecar (and, by annotation, the ambassador or the adapter) to the pods of
+    /// Kubernetes manifests, offline; the result goes to stdout.
+    Inject {
+        /// The manifests (multi-document YAML); `-` reads stdin.
+        #[arg(long, short = 'f')]
+        filename: PathBuf,
+        #[command(flatten)]
+        options: proxy_core::inject::InjectOptions,
+    },
+    /// Serve the mutating admission webhook that injects pods as they are created (HTTPS).
+    Injector(proxy_core::inject::server::InjectorArgs),
 }
 
 #[derive(Subcommand)]
@@ -176,6 +200,25 @@ fn main() -> ExitCode {
             }
         },
         Command::Certs { command } => certs(command),
+        Command::WaitReady {
+            admin,
+            timeout,
+            command,
+        } => wait_ready(&admin, timeout, &command),
+        Command::Inject { filename, options } => inject(&filename, &options),
+        Command::Injector(args) => {
+            logging::init(
+                cli.run.log_format,
+                std::env::var("SIDECAR_LOG").ok().as_deref(),
+            );
+            match proxy_core::inject::server::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sidecar injector: {e} [{}]", e.reason());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run => run(cli.run),
     }
 }
@@ -212,6 +255,51 @@ fn certs(command: CertsCommand) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sidecar certs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn wait_ready(admin: &str, timeout: Duration, command: &[std::ffi::OsString]) -> ExitCode {
+    use proxy_core::wait_ready;
+    if let Err(e) = wait_ready::wait(admin, timeout) {
+        eprintln!("sidecar wait-ready: {e} [{}]", e.reason());
+        return ExitCode::FAILURE;
+    }
+    if command.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    let e = wait_ready::exec(command);
+    eprintln!("sidecar wait-ready: {e} [{}]", e.reason());
+    // As a shell does for a command it cannot run.
+    ExitCode::from(127)
+}
+
+fn inject(file: &std::path::Path, options: &proxy_core::inject::InjectOptions) -> ExitCode {
+    use std::io::Read as _;
+    let read = if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map(|_| s)
+    } else {
+        std::fs::read_to_string(file)
+    };
+    let input = match read {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sidecar inject: {}: cannot read: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match proxy_core::inject::manifest::inject_yaml(&input, options) {
+        Ok((out, reports)) => {
+            print!("{out}");
+            for r in reports {
+                eprintln!("{}: {}", r.object, r.outcome);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sidecar inject: {}: {e} [{}]", file.display(), e.reason());
             ExitCode::FAILURE
         }
     }

@@ -30,6 +30,7 @@ pub mod ambassador;
 pub mod body;
 pub mod client;
 pub mod collector;
+pub mod kube;
 pub mod load;
 pub mod mesh;
 pub mod metrics;
