@@ -144,8 +144,18 @@ fn check_config_names_the_missing_certificate() {
 
 #[test]
 fn the_sidecars_chain_order_to_both_payment_replicas() {
-    let order = Config::from_yaml(ORDER_SIDECAR).expect("order-sidecar.yaml parses");
-    let payment = Config::from_yaml(PAYMENT_SIDECAR).expect("payment-sidecar.yaml parses");
+    // The configs name the demo's certificate files relative to the repository root; loading
+    // reads them, so point them into a directory holding such files.
+    let root = demo_root();
+    let load = |yaml: &str, name: &str| {
+        let yaml = yaml.replace(
+            "target/demo/",
+            &format!("{}/target/demo/", root.path().display()),
+        );
+        Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{name} does not load:\n{e}"))
+    };
+    let order = load(ORDER_SIDECAR, "order-sidecar.yaml");
+    let payment = load(PAYMENT_SIDECAR, "payment-sidecar.yaml");
     let outbound = &order.listeners[0];
     assert_eq!(outbound.address, "127.0.0.1:18101");
     assert!(DEMO_SH.contains("--sidecar http://$H:18101 --payment-host payment"));
