@@ -33,8 +33,9 @@ die() { say "FAILED: $*" >&2; exit 1; }
 command -v curl >/dev/null || die "curl is missing: apt-get install -y curl"
 # The OAuth2 token server is the npm package oauth2-mock-server 8 (tests/oauth), a real
 # token endpoint rather than one written for the demo.
-command -v node >/dev/null && command -v npm >/dev/null ||
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   die "the demo's OAuth2 token server needs Node.js 20 or newer and npm: apt-get install -y nodejs npm (Debian 13), or Node 20 from https://nodejs.org/en/download (Debian 12 ships Node 18)"
+fi
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$node_major" -ge 20 ] ||
   die "Node.js $(node --version) is too old for oauth2-mock-server 8: install Node 20 or newer (https://nodejs.org/en/download)"
