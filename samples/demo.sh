@@ -220,6 +220,9 @@ say "   tokens fetched: $fetches; credentials injected: $injected (ambassador /m
 if grep -rqF "$SECRET" "$LOGS"; then
   fail "the client secret appears in a log: $(grep -rlF "$SECRET" "$LOGS" | tr '\n' ' ')"
 fi
+if curl -s -m 2 http://$H:18400/config_dump | grep -qF "$SECRET"; then
+  fail "the client secret appears in the ambassador's /config_dump"
+fi
 
 if [ "${#problems[@]}" -gt 0 ]; then
   die "${#problems[@]} check(s) failed (see above); the processes' logs are in $LOGS/"
@@ -238,7 +241,7 @@ try "curl http://$H:18301/report" "the legacy service throws: see the stack trac
 try "tail -f $LOGS/adapter.log" "the legacy log as JSON lines"
 try "curl 'http://$H:18501/forecast?city=bergen'" "a third-party API call, token added by the ambassador"
 try "curl http://$H:18400/metrics | grep token" "token fetches, expiry, injections"
-try "curl http://$H:18400/config_dump" "the ambassador's config, secret redacted"
+try "curl http://$H:18400/config_dump" "the ambassador's config: the secret's source, not its value"
 try "tail -f $LOGS/*.log" "every process's log (access logs are JSON lines)"
 echo "  Admin APIs: order sidecar $H:18100, payment sidecar $H:18200, adapter $H:18300, ambassador $H:18400."
 echo
