@@ -43,13 +43,22 @@ pub fn write_certs(dir: &Path) -> Result<(), String> {
         .signed_by(&key, &issuer)
         .map_err(|e| fail("server certificate", e))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
-    for (name, text) in [
-        ("ca.pem", ca.pem()),
-        ("cert.pem", cert.pem()),
-        ("key.pem", key.serialize_pem()),
+    for (name, text, mode) in [
+        ("ca.pem", ca.pem(), 0o644),
+        ("cert.pem", cert.pem(), 0o644),
+        // The private key is readable by its owner only, as `sidecar certs` writes keys.
+        ("key.pem", key.serialize_pem(), 0o600),
     ] {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = dir.join(name);
-        std::fs::write(&path, text)
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
             .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
     }
     Ok(())
@@ -242,6 +251,12 @@ mod tests {
                 .contains("BEGIN CERTIFICATE")
         );
         tls_config(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
