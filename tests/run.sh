@@ -62,6 +62,11 @@ npm ci --prefix tests/oauth --no-audit --no-fund
 step "kubernetes-validate in target/venv and kubectl (the deploy/ and injection tests)"
 # The Kubernetes OpenAPI schemas, offline: a venv under target/ made once.
 if [ ! -x target/venv/bin/kubernetes-validate ]; then
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    as_root=()
+    [ "$(id -u)" = 0 ] || as_root=(sudo)
+    "${as_root[@]}" apt-get install -y --no-install-recommends python3 python3-venv
+  fi
   python3 -m venv target/venv || { echo "python3 -m venv failed: apt-get install python3-venv" >&2; exit 1; }
   target/venv/bin/pip install --quiet kubernetes-validate
 fi

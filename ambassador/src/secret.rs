@@ -176,7 +176,9 @@ fn watch(path: PathBuf, current: Arc<ArcSwap<Secret>>) -> Option<notify::Recomme
         .to_owned();
     let file = path.clone();
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_err() {
+        // Only changes: our own read of the file is an event in its directory too, and
+        // reacting to it would read the file again, without end.
+        if !res.is_ok_and(|e| proxy_core::runtime::is_change(&e.kind)) {
             return;
         }
         match read_file(&file) {

@@ -275,7 +275,9 @@ fn watch_config(
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
+        // Only changes: reading the file (ours included) must not schedule a reload, or each
+        // reload's own read would schedule the next one.
+        if res.is_ok_and(|e| is_change(&e.kind)) {
             let _ = control.send(Control::Reload { forced: false });
         }
     })
@@ -285,6 +287,19 @@ fn watch_config(
         .map_err(|e| tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the config directory; SIGHUP still reloads"))
         .ok()?;
     Some(w)
+}
+
+/// An event that may have changed a file's content (not an open, a read or a close
+/// without writing).
+pub fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Other => false,
+        EventKind::Any => true,
+    }
 }
 
 async fn serve(opts: Options) -> Result<(), RunError> {
@@ -359,10 +374,24 @@ async fn serve(opts: Options) -> Result<(), RunError> {
                     // Editors and ConfigMap swaps come as bursts of events: settle, then read once.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     let mut forced = forced;
-                    while let Ok(Control::Reload { forced: f }) = control.try_recv() {
-                        forced |= f;
+                    // Fold the burst into one reload, but keep a drain or shutdown that came
+                    // in the middle of it.
+                    let mut then = None;
+                    while let Ok(next) = control.try_recv() {
+                        match next {
+                            Control::Reload { forced: f } => forced |= f,
+                            other => {
+                                then = Some(other);
+                                break;
+                            }
+                        }
                     }
                     proxy.reload(forced).await;
+                    match then {
+                        Some(Control::Drain) => break false,
+                        Some(Control::Shutdown) => break true,
+                        _ => {}
+                    }
                 }
                 Control::Drain => break false,
                 Control::Shutdown => break true,

@@ -338,6 +338,19 @@ pub struct Ambassador {
     pub listener: SocketAddr,
 }
 
+impl Ambassador {
+    /// CPU time the process has used so far (user + system), in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.proc.child.id()))
+            .unwrap_or_default();
+        // Fields after "(comm)": state is the 1st, utime the 12th, stime the 13th.
+        let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        n(11) + n(12)
+    }
+}
+
 pub fn binary() -> PathBuf {
     let path = workspace().join("target/release/ambassador");
     assert!(

@@ -101,6 +101,17 @@ async fn static_header_from_a_rotated_file_over_https_h2() {
     )
     .await;
 
+    // Watching the secret file costs nothing once the change is taken: reading the file
+    // (ours included) is not a change to react to.
+    let before = amb.cpu_ticks();
+    let _ = std::fs::read_to_string(&key).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let spent = amb.cpu_ticks() - before;
+    assert!(
+        spent < 20,
+        "an idle ambassador used {spent} CPU ticks in 1 s after a read of its secret file"
+    );
+
     // The egress allow-list: nothing else is forwarded.
     let r = c.get("/elsewhere").send().await;
     assert_eq!(

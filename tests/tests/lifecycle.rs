@@ -419,3 +419,27 @@ async fn a_reload_changes_drain_settings_but_keeps_start_only_ones() {
     let status = proxy.exited(Duration::from_secs(5)).await;
     assert_eq!(status.code(), Some(0), "{status}");
 }
+
+/// A reload (and the sidecar's own read of its file that comes with it) must not swallow
+/// the admin API's stop: `POST /shutdown` after a hot reload still ends the process, and the
+/// file is not read over and over once the reload is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_still_works_after_a_hot_reload() {
+    let upstream = upstream::http1().fallback(Reply::echo()).run().await;
+    let runtime = json!({ "drain_grace": "0s" });
+    let mut proxy = Sidecar::start(versioned(&upstream, false, runtime.clone())).await;
+    proxy.rewrite_config(versioned(&upstream, true, runtime));
+    eventually("the reload", Duration::from_secs(10), async || {
+        equal(reloads(&proxy, "success").await, 1.0)
+    })
+    .await;
+    // No reload follows from the reload's own reads of the file.
+    consistently("one reload only", Duration::from_millis(500), async || {
+        equal(reloads(&proxy, "success").await, 1.0)
+    })
+    .await;
+    let reply = proxy.admin().post("/shutdown").await;
+    assert_eq!(reply.status.as_u16(), 200);
+    let status = proxy.exited(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}");
+}

@@ -186,7 +186,8 @@ async fn watch(me: Weak<WorkloadIdentity>, dirs: Vec<PathBuf>) {
     use notify::{RecursiveMode, Watcher};
     let (tx, mut rx) = mpsc::unbounded_channel();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
+        // Our own reads of the files are events too: only changes count.
+        if res.is_ok_and(|e| crate::runtime::is_change(&e.kind)) {
             let _ = tx.send(());
         }
     });
