@@ -18,11 +18,41 @@ use super::Quota;
 const MAX_KEYS: usize = 65_536;
 const SHARDS: usize = 16;
 
-pub struct Gcra {
+/// The GCRA arithmetic every local limiter shares (this keyed one, and the route's shaping
+/// `local::TokenBucket`): `requests` per `per`, bursts of `burst`, times in nanoseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Rate {
     /// Nanoseconds between requests at the sustained rate.
-    interval: u64,
+    pub interval: u64,
     /// How far ahead of now the theoretical arrival time may run: `(burst - 1) * interval`.
-    tolerance: u64,
+    pub tolerance: u64,
+}
+
+impl Rate {
+    pub fn new(requests: u64, per: Duration, burst: u64) -> Rate {
+        let interval = (per.as_nanos() / u128::from(requests.max(1))).max(1) as u64;
+        Rate {
+            interval,
+            tolerance: interval.saturating_mul(burst.max(1) - 1),
+        }
+    }
+
+    /// One request at `now` against the stored theoretical arrival time `tat`, allowed to
+    /// wait up to `max_wait`: `Ok((next tat, wait))`, or `Err(wait)` when it would have to
+    /// wait longer.
+    pub fn admit(&self, tat: u64, now: u64, max_wait: u64) -> Result<(u64, u64), u64> {
+        let start = tat.max(now);
+        let wait = start.saturating_sub(self.tolerance).saturating_sub(now);
+        if wait > max_wait {
+            Err(wait)
+        } else {
+            Ok((start + self.interval, wait))
+        }
+    }
+}
+
+pub struct Gcra {
+    rate: Rate,
     limit: u64,
     epoch: Instant,
     shards: Vec<Mutex<HashMap<Box<[u8]>, u64>>>,
@@ -30,10 +60,8 @@ pub struct Gcra {
 
 impl Gcra {
     pub fn new(requests: u64, per: Duration, burst: u64) -> Gcra {
-        let interval = (per.as_nanos() / u128::from(requests.max(1))).max(1) as u64;
         Gcra {
-            interval,
-            tolerance: interval.saturating_mul(burst.max(1) - 1),
+            rate: Rate::new(requests, per, burst),
             limit: burst.max(1),
             epoch: Instant::now(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -53,16 +81,17 @@ impl Gcra {
     fn check_at(&self, key: &[u8], now: u64) -> Result<Quota, Quota> {
         let shard = &self.shards[(crate::cluster::lb::hash_key(key) as usize) % SHARDS];
         let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        let tat = map.get(key).copied().unwrap_or(now).max(now);
-        if tat - now > self.tolerance {
-            let wait = tat - now - self.tolerance;
-            return Err(Quota {
-                limit: self.limit,
-                remaining: 0,
-                reset: Duration::from_nanos(wait),
-            });
-        }
-        let next = tat + self.interval;
+        let tat = map.get(key).copied().unwrap_or(now);
+        let next = match self.rate.admit(tat, now, 0) {
+            Ok((next, _)) => next,
+            Err(wait) => {
+                return Err(Quota {
+                    limit: self.limit,
+                    remaining: 0,
+                    reset: Duration::from_nanos(wait),
+                });
+            }
+        };
         if map.len() >= MAX_KEYS / SHARDS && !map.contains_key(key) {
             map.retain(|_, t| *t > now);
             if map.len() >= MAX_KEYS / SHARDS {
@@ -76,10 +105,10 @@ impl Gcra {
             }
         }
         // Whole requests still allowed right now, and when the bucket is full again.
-        let room = (now + self.tolerance + self.interval).saturating_sub(next);
+        let room = (now + self.rate.tolerance + self.rate.interval).saturating_sub(next);
         Ok(Quota {
             limit: self.limit,
-            remaining: room / self.interval,
+            remaining: room / self.rate.interval,
             reset: Duration::from_nanos(next - now),
         })
     }

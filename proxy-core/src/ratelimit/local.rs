@@ -69,8 +69,7 @@ pub enum Admission {
 /// One route's bucket.
 #[derive(Debug)]
 pub struct TokenBucket {
-    interval_ns: u64,
-    tolerance_ns: u64,
+    rate: super::gcra::Rate,
     max_wait_ns: u64,
     epoch: Instant,
     /// Theoretical arrival time of the next conforming request, in ns since `epoch`.
@@ -83,12 +82,13 @@ impl TokenBucket {
     /// `counters`: requests that waited, requests refused.
     pub fn new(cfg: &LocalRateLimit, counters: [Counter; 2]) -> TokenBucket {
         let [waits, limited] = counters;
-        let requests = u64::from(cfg.requests.max(1));
-        let interval_ns = (cfg.per.get().as_nanos() as u64 / requests).max(1);
-        let burst = u64::from(cfg.burst.unwrap_or(cfg.requests).max(1));
+        let rate = super::gcra::Rate::new(
+            u64::from(cfg.requests),
+            cfg.per.get(),
+            u64::from(cfg.burst.unwrap_or(cfg.requests)),
+        );
         TokenBucket {
-            interval_ns,
-            tolerance_ns: interval_ns.saturating_mul(burst - 1),
+            rate,
             max_wait_ns: cfg.max_wait.get().as_nanos() as u64,
             epoch: Instant::now(),
             tat: AtomicU64::new(0),
@@ -102,17 +102,14 @@ impl TokenBucket {
         let now = self.epoch.elapsed().as_nanos() as u64;
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
-            let start = tat.max(now);
-            let wait = start.saturating_sub(self.tolerance_ns).saturating_sub(now);
-            if wait > self.max_wait_ns {
-                return Admission::Refused(Duration::from_nanos(wait));
-            }
-            match self.tat.compare_exchange_weak(
-                tat,
-                start + self.interval_ns,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            let (next, wait) = match self.rate.admit(tat, now, self.max_wait_ns) {
+                Ok(admitted) => admitted,
+                Err(wait) => return Admission::Refused(Duration::from_nanos(wait)),
+            };
+            match self
+                .tat
+                .compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) if wait == 0 => return Admission::Now,
                 Ok(_) => return Admission::After(Duration::from_nanos(wait)),
                 Err(current) => tat = current,
