@@ -140,9 +140,6 @@ struct LogFacts {
     user_agent: Option<HeaderValue>,
     received: Arc<AtomicU64>,
     remote: SocketAddr,
-    route: Option<Arc<str>>,
-    cluster: Option<Arc<str>>,
-    upstream: Option<SocketAddr>,
     reason: Option<&'static str>,
     /// With tracing on: the trace and this proxy's span, for correlating the line.
     trace: Option<(String, String)>,
@@ -160,9 +157,6 @@ struct TraceFacts {
     authority: String,
     path: String,
     request_id: HeaderValue,
-    route: Option<Arc<str>>,
-    cluster: Option<Arc<str>>,
-    upstream: Option<SocketAddr>,
     reason: Option<&'static str>,
 }
 
@@ -189,24 +183,6 @@ impl Finish {
     pub(super) fn sending_to(&mut self, endpoint: &Arc<Endpoint>) {
         self.active = Some(endpoint.start_request());
         self.attempts += 1;
-        if let Some((_, f)) = &mut self.log {
-            f.upstream = Some(endpoint.addr);
-        }
-        if let Some(t) = &mut self.trace {
-            t.upstream = Some(endpoint.addr);
-        }
-    }
-
-    /// The request matched `route`, which sends it to `cluster`.
-    fn routed(&mut self, route: &Arc<str>, cluster: &Arc<str>) {
-        if let Some((_, f)) = &mut self.log {
-            f.route = Some(route.clone());
-            f.cluster = Some(cluster.clone());
-        }
-        if let Some(t) = &mut self.trace {
-            t.route = Some(route.clone());
-            t.cluster = Some(cluster.clone());
-        }
     }
 
     /// The proxy answered itself, for `reason`.
@@ -244,6 +220,7 @@ impl Finish {
         let now_ms = self.down.epoch.elapsed().as_millis() as u64;
         self.down.last_active_ms.store(now_ms, Ordering::Release);
         self.down.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let (route, cluster, upstream) = routed(&self.stats, self.active.as_ref());
         if let Some((log, f)) = &self.log {
             log.write(&access_log::Entry {
                 start_time: access_log::rfc3339(f.start_time),
@@ -257,9 +234,9 @@ impl Finish {
                 bytes_sent,
                 // Microsecond precision: more digits are float noise.
                 duration_ms: elapsed.as_micros() as f64 / 1000.0,
-                upstream_host: f.upstream,
-                upstream_cluster: f.cluster.as_deref(),
-                route: f.route.as_deref(),
+                upstream_host: upstream,
+                upstream_cluster: cluster.map(|c| &**c),
+                route: route.map(|r| &**r),
                 listener: &self.listener.name,
                 request_id: f.request_id.to_str().unwrap_or(""),
                 downstream_remote_address: f.remote,
@@ -282,9 +259,9 @@ impl Finish {
                 authority: t.authority,
                 status: self.status,
                 listener: self.listener.name.clone(),
-                route: t.route,
-                cluster: t.cluster,
-                upstream: t.upstream,
+                route: route.cloned(),
+                cluster: cluster.cloned(),
+                upstream,
                 downstream: self.down.remote,
                 retries: self.attempts.saturating_sub(1),
                 reason: t.reason,
@@ -387,6 +364,24 @@ fn authority_text(req: &Request<Incoming>) -> String {
             .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
             .unwrap_or_default(),
     }
+}
+
+/// The route and cluster a request was sent to (their names are on its route stats, empty
+/// before routing) and the endpoint of its last attempt.
+fn routed<'a>(
+    stats: &'a RouteStats,
+    active: Option<&ActiveRequest>,
+) -> (
+    Option<&'a Arc<str>>,
+    Option<&'a Arc<str>>,
+    Option<SocketAddr>,
+) {
+    let named = |n: &'a Arc<str>| (!n.is_empty()).then_some(n);
+    (
+        named(&stats.route),
+        named(&stats.cluster),
+        active.map(|a| a.endpoint().addr),
+    )
 }
 
 fn protocol_name(v: Version) -> &'static str {
@@ -522,9 +517,6 @@ async fn forward(
             authority: authority_text(&req),
             path: req.uri().path().to_owned(),
             request_id: request_id.clone(),
-            route: None,
-            cluster: None,
-            upstream: None,
             reason: None,
         }));
     }
@@ -549,9 +541,6 @@ async fn forward(
                 user_agent: req.headers().get(header::USER_AGENT).cloned(),
                 received: counter,
                 remote: down.remote,
-                route: None,
-                cluster: None,
-                upstream: None,
                 reason: None,
                 trace: trace_ctx
                     .as_ref()
@@ -620,7 +609,6 @@ async fn forward(
         .ok_or_else(|| fail(ProxyError::NoHealthyUpstream(route.name.to_string())))?;
     let cluster = &target.cluster;
     finish.stats = target.stats.clone();
-    finish.routed(&route.name, &cluster.name);
 
     // Injected faults come before the cluster's limits: they stand for a failing dependency,
     // and must not take the cluster's capacity or trip its breaker.
