@@ -45,7 +45,9 @@ pub struct RateLimitKey {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitService {
-    /// `redis://host:port[/db]`.
+    /// `redis://[user:password@]host:port[/db]`. A password never leaves the process:
+    /// `/config_dump` and error messages show it as `<redacted>`.
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub redis: String,
     /// Time allowed for one Redis round trip; past it the failure mode applies.
     #[serde(default = "default_service_timeout")]
@@ -57,6 +59,25 @@ pub struct RateLimitService {
     /// Prefix of every key the proxy writes, so several services can share one Redis.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+}
+
+/// The URL with the password of its user info, if any, replaced by `<redacted>`.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let host_start = rest.find('/').unwrap_or(rest.len());
+    match rest[..host_start].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:<redacted>@{host}{}", &rest[host_start..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redacted_url(url))
 }
 
 fn default_service_timeout() -> Dur {
@@ -84,14 +105,14 @@ pub(super) fn validate_service(s: &RateLimitService, p: &mut Problems) {
                     "rate_limit_service.redis",
                     format!(
                         "{:?} needs a host and port, like redis://127.0.0.1:6379",
-                        s.redis
+                        redacted_url(&s.redis)
                     ),
                 );
             }
         }
         _ => p.at(
             "rate_limit_service.redis",
-            format!("{:?} is not a redis:// URL", s.redis),
+            format!("{:?} is not a redis:// URL", redacted_url(&s.redis)),
         ),
     }
     if s.timeout.get().is_zero() {
@@ -164,5 +185,43 @@ pub(super) fn check_global_rules(cfg: &super::Config, listener_index: &[usize], 
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_passwords_are_redacted() {
+        assert_eq!(
+            redacted_url("redis://:s3cret@127.0.0.1:6379/2"),
+            "redis://:<redacted>@127.0.0.1:6379/2"
+        );
+        assert_eq!(
+            redacted_url("redis://app:s3cret@redis:6379"),
+            "redis://app:<redacted>@redis:6379"
+        );
+        assert_eq!(
+            redacted_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        let svc = RateLimitService {
+            redis: "redis://:s3cret@127.0.0.1:6379".into(),
+            timeout: default_service_timeout(),
+            failure_mode: FailureMode::Allow,
+            key_prefix: default_key_prefix(),
+        };
+        let dumped = serde_json::to_string(&svc).unwrap();
+        assert!(!dumped.contains("s3cret"), "{dumped}");
+        let mut p = Problems::default();
+        validate_service(
+            &RateLimitService {
+                redis: "redis://:s3cret@".into(),
+                ..svc
+            },
+            &mut p,
+        );
+        assert!(!format!("{:?}", p.0).contains("s3cret"), "{:?}", p.0);
     }
 }
