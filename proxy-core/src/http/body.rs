@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
+use tokio::time::Instant;
 
 use super::proxy::Finish;
 
@@ -249,13 +250,18 @@ impl ResponseBody {
 
     /// The body ended normally: pool the connection, record the request.
     fn complete(&mut self) {
+        if self.pooled.is_none() && self.finish.is_none() {
+            return;
+        }
+        // One clock read for the request's end, its duration and the pool's idle timer.
+        let now = Instant::now();
         if let Some(tx) = self.pooled.take()
             && let Some(f) = &self.finish
         {
-            f.return_connection(tx);
+            f.return_connection(tx, now);
         }
         if let Some(f) = self.finish.take() {
-            f.done(self.sent);
+            f.done(self.sent, now);
         }
     }
 }

@@ -96,17 +96,14 @@ impl Pool {
     }
 
     /// Give a connection back after its response ended.
-    pub fn put(&self, tx: H1) {
+    pub fn put(&self, tx: H1, now: Instant) {
         if tx.is_closed() {
             return;
         }
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < self.max_idle
         {
-            idle.push(Idle {
-                tx,
-                since: Instant::now(),
-            });
+            idle.push(Idle { tx, since: now });
         }
     }
 

@@ -8,81 +8,148 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-fn is_hop_by_hop(n: &HeaderName) -> bool {
-    n == header::CONNECTION
-        || n == header::TRANSFER_ENCODING
-        || n == header::TE
-        || n == header::UPGRADE
-        || n == header::PROXY_AUTHENTICATE
-        || n == header::PROXY_AUTHORIZATION
-        || n == KEEP_ALIVE
-        || n == PROXY_CONNECTION
+/// The hop-by-hop fields (RFC 9110 §7.6.1), and `expect` (answered by the proxy), as bits.
+const CONNECTION: u16 = 1;
+const TRANSFER_ENCODING: u16 = 1 << 1;
+const TE: u16 = 1 << 2;
+const UPGRADE: u16 = 1 << 3;
+const PROXY_AUTHENTICATE: u16 = 1 << 4;
+const PROXY_AUTHORIZATION: u16 = 1 << 5;
+const KEEP_ALIVE_BIT: u16 = 1 << 6;
+const PROXY_CONNECTION_BIT: u16 = 1 << 7;
+const EXPECT: u16 = 1 << 8;
+
+fn hop_bit(n: &HeaderName) -> u16 {
+    // Standard names compare by their tag, the two others by their bytes: cheaper than
+    // hashing even one name, and most fields of a message are none of these.
+    if n == header::CONNECTION {
+        CONNECTION
+    } else if n == header::TRANSFER_ENCODING {
+        TRANSFER_ENCODING
+    } else if n == header::TE {
+        TE
+    } else if n == header::UPGRADE {
+        UPGRADE
+    } else if n == header::PROXY_AUTHENTICATE {
+        PROXY_AUTHENTICATE
+    } else if n == header::PROXY_AUTHORIZATION {
+        PROXY_AUTHORIZATION
+    } else if n == header::EXPECT {
+        EXPECT
+    } else if n == KEEP_ALIVE {
+        KEEP_ALIVE_BIT
+    } else if n == PROXY_CONNECTION {
+        PROXY_CONNECTION_BIT
+    } else {
+        0
+    }
 }
 
-/// Remove the hop-by-hop fields of RFC 9110 §7.6.1, including any named in `Connection`.
-/// `te: trailers` survives (gRPC needs it); an upgrade keeps `connection`/`upgrade`.
-/// `Trailer` is end-to-end and stays: an HTTP/1 encoder only sends the trailers it announces.
-///
-/// Most messages carry none or one of these, so one pass over the names (cheap comparisons)
-/// decides whether any hashed removal is needed at all.
+fn bit_name(bit: u16) -> &'static HeaderName {
+    match bit {
+        CONNECTION => &header::CONNECTION,
+        TRANSFER_ENCODING => &header::TRANSFER_ENCODING,
+        TE => &header::TE,
+        UPGRADE => &header::UPGRADE,
+        PROXY_AUTHENTICATE => &header::PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION => &header::PROXY_AUTHORIZATION,
+        KEEP_ALIVE_BIT => &KEEP_ALIVE,
+        PROXY_CONNECTION_BIT => &PROXY_CONNECTION,
+        _ => &header::EXPECT,
+    }
+}
+
+/// What one pass over a message's fields found of the hop-by-hop ones.
+#[derive(Default)]
+pub struct HopByHop {
+    present: u16,
+    /// `Connection` lists `upgrade`.
+    connection_upgrade: bool,
+    /// `Connection` names fields other than `keep-alive`, `close` and `upgrade`.
+    connection_extensions: bool,
+    /// The first `TE` is exactly `trailers` (gRPC needs it kept).
+    te_trailers: bool,
+}
+
+impl HopByHop {
+    /// One pass over the fields, no hashing: most messages carry none of these or only
+    /// `Connection: keep-alive`.
+    pub fn scan(h: &HeaderMap) -> HopByHop {
+        let mut found = HopByHop::default();
+        for (name, value) in h {
+            let bit = hop_bit(name);
+            if bit == CONNECTION {
+                for t in value.as_bytes().split(|b| *b == b',') {
+                    let t = t.trim_ascii();
+                    if t.eq_ignore_ascii_case(b"upgrade") {
+                        found.connection_upgrade = true;
+                    } else if !(t.eq_ignore_ascii_case(b"keep-alive")
+                        || t.eq_ignore_ascii_case(b"close")
+                        || t.is_empty())
+                    {
+                        found.connection_extensions = true;
+                    }
+                }
+            } else if bit == TE && found.present & TE == 0 {
+                found.te_trailers = value.as_bytes().eq_ignore_ascii_case(b"trailers");
+            }
+            found.present |= bit;
+        }
+        found
+    }
+
+    /// Is this an HTTP/1.1 upgrade request (WebSocket and friends)?
+    pub fn is_upgrade(&self) -> bool {
+        self.present & UPGRADE != 0 && self.connection_upgrade
+    }
+
+    /// Remove the hop-by-hop fields of RFC 9110 §7.6.1, including any named in
+    /// `Connection`, and `Expect` when `expect` (the proxy answers it itself).
+    /// `te: trailers` survives (gRPC needs it); an upgrade keeps `connection`/`upgrade`.
+    /// `Trailer` is end-to-end and stays: an HTTP/1 encoder only sends the trailers it
+    /// announces.
+    pub fn strip(&self, h: &mut HeaderMap, upgrade: bool, expect: bool) {
+        let mut remove = self.present;
+        if !expect {
+            remove &= !EXPECT;
+        }
+        if upgrade {
+            remove &= !(CONNECTION | UPGRADE);
+        }
+        if self.te_trailers {
+            remove &= !TE;
+        }
+        if self.connection_extensions {
+            // Extension fields named in Connection are hop-by-hop too: the rare,
+            // allocating path.
+            let named: Vec<HeaderName> = h
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|list| list.split(','))
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                .filter(|n| hop_bit(n) == 0)
+                .collect();
+            for n in named {
+                h.remove(n);
+            }
+        }
+        while remove != 0 {
+            let bit = remove & remove.wrapping_neg();
+            remove &= !bit;
+            h.remove(bit_name(bit));
+        }
+    }
+}
+
+/// Remove the hop-by-hop fields of a message (see [`HopByHop::strip`]).
 pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
-    if !h.keys().any(is_hop_by_hop) {
-        return;
-    }
-    // Extension fields named in Connection are hop-by-hop too. The usual values
-    // (`keep-alive`, `close`, `upgrade`) name none, so the allocating path is rare.
-    let named_extensions = h.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes().split(|b| *b == b',').any(|t| {
-            let t = t.trim_ascii();
-            !(t.eq_ignore_ascii_case(b"keep-alive")
-                || t.eq_ignore_ascii_case(b"close")
-                || t.eq_ignore_ascii_case(b"upgrade")
-                || t.is_empty())
-        })
-    });
-    if named_extensions {
-        let named: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|list| list.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| !is_hop_by_hop(n))
-            .collect();
-        for n in named {
-            h.remove(n);
-        }
-    }
-    let keep_te = h
-        .get(header::TE)
-        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    // At most nine names can be hop-by-hop: collect them without allocating.
-    let mut present: [Option<HeaderName>; 9] = Default::default();
-    let mut n = 0;
-    for k in h.keys() {
-        let kept = (upgrade && (k == header::CONNECTION || k == header::UPGRADE))
-            || (keep_te && k == header::TE);
-        if n < present.len() && is_hop_by_hop(k) && !kept {
-            present[n] = Some(k.clone());
-            n += 1;
-        }
-    }
-    for name in present.into_iter().flatten() {
-        h.remove(name);
-    }
+    HopByHop::scan(h).strip(h, upgrade, false);
 }
 
 /// Is this an HTTP/1.1 upgrade request (WebSocket and friends)?
 pub fn is_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
-        && h.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str()
-                .map(|s| {
-                    s.split(',')
-                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-                })
-                .unwrap_or(false)
-        })
+    HopByHop::scan(h).is_upgrade()
 }
 
 /// Append the client address to `x-forwarded-for`; set `x-forwarded-proto` when absent.

@@ -150,7 +150,7 @@ async fn shadow_send(cluster: &Cluster, copy: Request<RequestBody>) -> bool {
     if resp.into_body().collect().await.is_ok()
         && let Some(tx) = pooled
     {
-        endpoint.pool.put(tx);
+        endpoint.pool.put(tx, tokio::time::Instant::now());
     }
     true
 }

@@ -195,14 +195,14 @@ impl Finish {
         }
     }
 
-    pub(super) fn return_connection(&self, tx: http1::SendRequest<RequestBody>) {
+    pub(super) fn return_connection(&self, tx: http1::SendRequest<RequestBody>, now: Instant) {
         if let Some(a) = &self.active {
-            a.endpoint().pool.put(tx);
+            a.endpoint().pool.put(tx, now);
         }
     }
 
-    pub(super) fn done(self, bytes_sent: u64) {
-        let elapsed = self.start.elapsed();
+    pub(super) fn done(self, bytes_sent: u64, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.start);
         self.stats.record(self.status, elapsed);
         self.listener.stats.tap.finish(
             self.tap,
@@ -217,7 +217,7 @@ impl Finish {
             },
         );
         self.listener.stats.active_requests.dec();
-        let now_ms = self.down.epoch.elapsed().as_millis() as u64;
+        let now_ms = now.saturating_duration_since(self.down.epoch).as_millis() as u64;
         self.down.last_active_ms.store(now_ms, Ordering::Release);
         self.down.in_flight.fetch_sub(1, Ordering::AcqRel);
         let (route, cluster, upstream) = routed(&self.stats, self.active.as_ref());
@@ -364,6 +364,24 @@ fn authority_text(req: &Request<Incoming>) -> String {
             .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
             .unwrap_or_default(),
     }
+}
+
+/// The host of a parsed authority, as `Authority::host` gives it (without userinfo and
+/// port; an IPv6 literal keeps its brackets), by one scan of the bytes rather than
+/// generic string splitting: it runs for every request.
+fn host_of(authority: &str) -> &str {
+    let b = authority.as_bytes();
+    let start = b.iter().rposition(|c| *c == b'@').map_or(0, |i| i + 1);
+    let hp = &b[start..];
+    let end = if hp.first() == Some(&b'[') {
+        hp.iter()
+            .position(|c| *c == b']')
+            .map_or(hp.len(), |i| i + 1)
+    } else {
+        hp.iter().position(|c| *c == b':').unwrap_or(hp.len())
+    };
+    // Both ends are at ASCII bytes or at the ends of the string: char boundaries.
+    &authority[start..start + end]
 }
 
 /// The route and cluster a request was sent to (their names are on its route stats, empty
@@ -595,7 +613,7 @@ async fn forward(
     let route: &Route = routes
         .routes
         .iter()
-        .find(|r| r.matches(authority.host(), req.uri().path(), req.headers()))
+        .find(|r| r.matches(host_of(authority.as_str()), req.uri().path(), req.headers()))
         .ok_or_else(|| {
             fail(ProxyError::NoRoute(format!(
                 "{} {}{}",
@@ -610,11 +628,15 @@ async fn forward(
     let cluster = &target.cluster;
     finish.stats = target.stats.clone();
 
+    // The awaits of features most routes do without (faults, rate limits, mirrors) are
+    // boxed: inline, every request's future would carry their space, and hyper
+    // moves that future for every request.
+    //
     // Injected faults come before the cluster's limits: they stand for a failing dependency,
     // and must not take the cluster's capacity or trip its breaker.
     if let Some(fault) = &route.fault {
         if let Some(d) = fault.delay() {
-            tokio::time::sleep(d).await;
+            Box::pin(tokio::time::sleep(d)).await;
         }
         if let Some(status) = fault.abort() {
             return Err(fail(ProxyError::FaultAbort(status)));
@@ -627,11 +649,11 @@ async fn forward(
             address: down.remote.ip(),
             identity: down.peer.as_ref().map(|p| p.uri.as_str()),
         };
-        match route
-            .rate_limits
-            .check(req.headers(), &client, snap.redis_limiter.as_deref())
-            .await
-        {
+        let checking =
+            route
+                .rate_limits
+                .check(req.headers(), &client, snap.redis_limiter.as_deref());
+        match Box::pin(checking).await {
             Verdict::Allowed(q) => quota = q,
             Verdict::Limited {
                 rule,
@@ -650,7 +672,7 @@ async fn forward(
         }
     }
     if let Some(bucket) = &route.rate_limit {
-        bucket.acquire(&route.name).await.map_err(fail)?;
+        Box::pin(bucket.acquire(&route.name)).await.map_err(fail)?;
     }
 
     let hash = cluster
@@ -671,12 +693,12 @@ async fn forward(
         .ok_or_else(|| fail(ProxyError::NoHealthyUpstream(cluster.name.to_string())))?;
 
     // Headers for the upstream.
-    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+    let hop = headers::HopByHop::scan(req.headers());
+    let upgrade = req.version() == Version::HTTP_11 && hop.is_upgrade();
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     {
         let h = req.headers_mut();
-        headers::strip_hop_by_hop(h, upgrade);
-        h.remove(header::EXPECT);
+        hop.strip(h, upgrade, true);
         headers::forwarded(h, down.client_ip.as_ref(), "http");
         rewrite_headers(
             h,
@@ -696,7 +718,9 @@ async fn forward(
         if !m.chosen() {
             continue;
         }
-        let (rest, copy) = mirror_body(m, body, &received).await.map_err(fail)?;
+        let (rest, copy) = Box::pin(mirror_body(m, body, &received))
+            .await
+            .map_err(fail)?;
         body = rest;
         match copy {
             Some(copy) => m.send(&parts, &authority, copy),
@@ -782,4 +806,26 @@ async fn forward(
         q.write(h);
     }
     Ok(Forwarded::Response(resp, pooled))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+    use http::uri::Authority;
+
+    #[test]
+    fn host_of_matches_authority_host() {
+        for a in [
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1:28183",
+            "[::1]:80",
+            "[::1]",
+            "user:pw@example.com:1",
+            "a@b@c:2",
+        ] {
+            let parsed: Authority = a.parse().unwrap();
+            assert_eq!(host_of(parsed.as_str()), parsed.host(), "{a}");
+        }
+    }
 }
