@@ -474,6 +474,29 @@ fn rules_install_twice_and_clean_up(flavour: &str) {
 }
 
 #[test]
+fn a_malformed_cidr_is_refused_naming_its_flag() {
+    // Parsed before anything runs: no namespace or iptables needed, nothing changed.
+    let out = Command::new(sidecar_bin())
+        .args([
+            "iptables",
+            "--dry-run",
+            "--outbound-exclude-cidrs",
+            "198.19.0.0/16,10.0.0.0/33",
+        ])
+        .output()
+        .expect("run sidecar iptables");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid value '198.19.0.0/16,10.0.0.0/33' for '--outbound-exclude-cidrs")
+            || stderr.contains("invalid value '10.0.0.0/33' for '--outbound-exclude-cidrs"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("invalid CIDR \"10.0.0.0/33\""), "{stderr}");
+    assert!(out.stdout.is_empty(), "no rules printed");
+}
+
+#[test]
 fn rules_install_twice_and_clean_up_nft() {
     rules_install_twice_and_clean_up("nft");
 }
