@@ -46,7 +46,6 @@ const REPORT: &[&str] = &[
     "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[1].routes[2]: cluster \"payments\" was not converted: route skipped",
     "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[1].routes[3]: only routes with a `route` action (cluster or weighted_clusters) are supported: route skipped",
     "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[1].routes[3].redirect: not supported",
-    "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[1].routes[4].route.prefix_rewrite: not supported",
     "static_resources.listeners[1].filter_chains[0].filters[0].typed_config.access_log[0]: one access log per sidecar: this one is not used",
     "static_resources.listeners[2]: no filter chain could be converted (one with an http_connection_manager or tcp_proxy filter): listener skipped",
     "static_resources.listeners[2].filter_chains[0].transport_socket: TLS termination is not supported: filter chain skipped",
@@ -107,6 +106,16 @@ async fn envoy_bootstrap_converts_reports_what_it_cannot_and_serves() {
 
     // Run it.
     let doc: Value = serde_norway::from_str(&out.stdout).expect("the output is YAML");
+    // `api.shop.test` and `api.shop.test:8080` are one host without the port.
+    let users = doc["listeners"][0]["routes"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["name"] == "users-me"))
+        .unwrap_or_else(|| panic!("a users-me route: {}", out.stdout));
+    assert_eq!(
+        users["match"]["hosts"],
+        serde_json::json!(["api.shop.test"]),
+        "{users}"
+    );
     let proxy = Sidecar::start(doc).await;
     assert_eq!(proxy.listener("ingress_http"), http);
     assert_eq!(proxy.admin().addr(), admin);
@@ -166,6 +175,8 @@ async fn envoy_bootstrap_converts_reports_what_it_cannot_and_serves() {
             .send()
             .await;
         assert_eq!(r.status, 200, "{}", r.text());
+        // The route's prefix_rewrite: its match prefix `/` became `/v2/`.
+        assert_eq!(r.echoed().uri, "/v2/", "{}", r.text());
         seen.insert(r.upstream().to_owned());
     }
     assert_eq!(

@@ -592,7 +592,13 @@ impl Walker {
                     Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h.to_owned(),
                     _ => d.clone(),
                 })
-                .collect()
+                // `api.test` and `api.test:8080` are one host once the port is gone.
+                .fold(Vec::new(), |mut hosts, h| {
+                    if !hosts.contains(&h) {
+                        hosts.push(h);
+                    }
+                    hosts
+                })
         };
         let headers = self.header_rewrites(&mut o);
         let vh_retry = o
@@ -781,6 +787,17 @@ impl Walker {
             wo.take_quiet("total_weight");
             wo.done(self);
         }
+        if let Some(p) = ao.take_str(self, "prefix_rewrite") {
+            if route.matcher.prefix.is_some() {
+                route.prefix_rewrite = Some(p);
+            } else {
+                self.note(
+                    format!("{apath}.prefix_rewrite"),
+                    "only a route matching on `prefix` can rewrite it: not converted",
+                );
+            }
+        }
+        route.host_rewrite_literal = ao.take_str(self, "host_rewrite_literal");
         if let Some(d) = ao.take_duration(self, "timeout") {
             route.timeout = if d.get().is_zero() {
                 self.note(

@@ -121,7 +121,9 @@ fn reports_every_unconverted_field_with_its_path() {
         format!(
             "{vh}.routes[0].route.retry_policy.retry_on: condition \"retriable-4xx\" is not supported"
         ),
-        format!("{vh}.routes[0].route.prefix_rewrite: not supported"),
+        format!(
+            "{vh}.routes[0].route.prefix_rewrite: only a route matching on `prefix` can rewrite it: not converted"
+        ),
         format!(
             "{vh}.routes[1]: only routes with a `route` action (cluster or weighted_clusters) are supported: route skipped"
         ),
