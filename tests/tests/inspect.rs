@@ -188,6 +188,56 @@ async fn tap_filters_on_status_class_and_shows_the_retry_chain() {
 }
 
 #[tokio::test]
+async fn a_failure_counts_the_body_it_buffered_for_retries() {
+    // With the access log on, the retried POST's body is read whole for replay: the failure
+    // record counts it as the log line does.
+    let (ok, bad) = upstreams().await;
+    let proxy = Sidecar::builder(json!({
+        "listeners": [{
+            "name": "in",
+            "routes": [{
+                "name": "flaky",
+                "match": { "prefix": "/flaky" },
+                "cluster": "bad",
+                "retry_policy": { "retry_on": ["5xx"], "num_retries": 1,
+                                  "retry_non_idempotent": true,
+                                  "retry_back_off": { "base_interval": "1ms" } },
+            }],
+        }],
+        "clusters": [
+            cluster("ok", [ok.addr()]),
+            cluster("bad", [bad[0].addr(), bad[1].addr()]),
+        ],
+    }))
+    .access_log()
+    .start()
+    .await;
+    let r = Client::http1(proxy.listener("in"))
+        .await
+        .post("/flaky/upload")
+        .header("x-request-id", "buffered-body")
+        .body(e2e_tests::body::full("hello world"))
+        .send()
+        .await;
+    assert_eq!(r.status, 503);
+    let admin = proxy.admin();
+    let doc = eventually("the failure recorded", Duration::from_secs(5), async || {
+        let d = admin.json("/debug/failures").await;
+        if d["failures_total"] == 1 {
+            Ok(d)
+        } else {
+            Err(d)
+        }
+    })
+    .await;
+    let f = &doc["failures"][0];
+    assert_eq!(f["attempts"].as_array().map(Vec::len), Some(2), "{f}");
+    assert_eq!(f["bytes_received"], 11, "{f}");
+    let logged = proxy.access_log_entry("buffered-body").await;
+    assert_eq!(logged["bytes_received"], 11, "{logged}");
+}
+
+#[tokio::test]
 async fn failures_ring_keeps_local_replies_and_upstream_errors_with_reasons() {
     let (ok, bad) = upstreams().await;
     let proxy = proxy(&ok, &bad).await;

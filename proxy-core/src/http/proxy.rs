@@ -567,10 +567,13 @@ async fn forward(
         ));
     }
 
+    // The tap and `/debug/failures` read the access log's counter when there is one; a
+    // tapped request without one gets its own.
     if received.is_none() && finish.tap.tapped() {
-        let counter = Arc::new(AtomicU64::new(0));
-        received = Some(counter.clone());
-        finish.tap.count_received(counter);
+        received = Some(Arc::new(AtomicU64::new(0)));
+    }
+    if let Some(counter) = &received {
+        finish.tap.count_received(counter.clone());
     }
 
     // Limits before any routing work: a request over them costs nothing more.
