@@ -55,6 +55,19 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A listener's routes, looked up for every request: a pod's sidecar has a handful of
+    /// listeners, and comparing a few short names costs less than hashing one.
+    pub fn listener(&self, name: &str) -> Option<&Arc<ListenerRoutes>> {
+        if self.listeners.len() <= 8 {
+            self.listeners
+                .iter()
+                .find(|(k, _)| k.as_str() == name)
+                .map(|(_, v)| v)
+        } else {
+            self.listeners.get(name)
+        }
+    }
+
     /// Give routes their per-attempt hooks (a program's credentials); called on a freshly
     /// built snapshot, whose routes nothing else holds yet.
     pub fn attach_hooks(&mut self, hooks: &dyn RouteHooks) {

@@ -468,8 +468,7 @@ pub async fn handle(
         tap: tap::Record::begin(&l.stats.tap, &req),
     };
     let routes = snap
-        .listeners
-        .get(&*l.name)
+        .listener(&l.name)
         .map(|r| r.for_connection(down.via_cluster.as_deref()));
     let result = match routes {
         Some(routes) => forward(&routes, &snap, &down, req, &mut finish).await,
