@@ -11,6 +11,10 @@
 #            runtime.worker_threads: 1, metrics on (they always are), no access log
 #   nginx    nginx reverse proxy, 1 worker, upstream keep-alive pool
 #   haproxy  haproxy reverse proxy, nbthread 1, http-reuse always
+#   floor    the `hyper_floor` example of the tests crate (built first unless BUILD=0): a bare
+#            hyper HTTP/1 proxy with a keep-alive pool on the sidecar's own stack and release
+#            profile, no routing, headers, timeouts or metrics; what the sidecar costs above
+#            it is its own per-request work (not in the default TARGETS)
 #   mtls     one mTLS hop: sidecar A (plain HTTP listener, meshed cluster) -> mTLS -> sidecar B
 #            (mTLS listener) -> the upstream; certificates from `sidecar certs`; upstream
 #            connections long-lived (keep-alive pool), so handshakes are not per request.
@@ -32,7 +36,7 @@
 #
 # Env (defaults): REPEAT=3 DUR=8 C1_DUR=4 WARM=1 CONNS=16
 #   TARGETS="direct sidecar nginx haproxy"  BASE_PORT=18380 (upstream BASE, nginx +1, haproxy +2,
-#   sidecar +3, sidecar admin +4, mtls A +5, mtls B +6, their admins +7 +8, amb +9, amb-cred +10, their admins +11 +12)  HS_DUR=4  PIN=1 LOADGEN_CPU=0 SERVER_CPU=1  BUILD=1  SIDECAR_BIN
+#   sidecar +3, sidecar admin +4, mtls A +5, mtls B +6, their admins +7 +8, amb +9, amb-cred +10, their admins +11 +12, floor +13)  HS_DUR=4  PIN=1 LOADGEN_CPU=0 SERVER_CPU=1  BUILD=1  SIDECAR_BIN
 #   OUT=file (save the table)  KEEP=1 (keep the temp dir with configs, logs and wrk outputs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -45,6 +49,7 @@ HS_DUR=${HS_DUR:-4}
 BUILD=${BUILD:-1}
 SIDECAR_BIN=${SIDECAR_BIN:-target/release/sidecar}
 AMBASSADOR_BIN=${AMBASSADOR_BIN:-target/release/ambassador}
+FLOOR_BIN=${FLOOR_BIN:-target/release/examples/hyper_floor}
 HOST=127.0.0.1
 UP_PORT=$BASE_PORT
 
@@ -56,11 +61,11 @@ done
 for n in REPEAT DUR C1_DUR CONNS; do [ "${!n}" -ge 1 ] || fail "$n must be at least 1"; done
 declare -A PORT=([direct]=$UP_PORT [nginx]=$((BASE_PORT + 1)) [haproxy]=$((BASE_PORT + 2))
                  [sidecar]=$((BASE_PORT + 3)) [mtls]=$((BASE_PORT + 5))
-                 [amb]=$((BASE_PORT + 9)) [amb-cred]=$((BASE_PORT + 10)))
+                 [amb]=$((BASE_PORT + 9)) [amb-cred]=$((BASE_PORT + 10)) [floor]=$((BASE_PORT + 13)))
 SIDECAR_ADMIN=$((BASE_PORT + 4))
 MTLS_B_PORT=$((BASE_PORT + 6)); MTLS_A_ADMIN=$((BASE_PORT + 7)); MTLS_B_ADMIN=$((BASE_PORT + 8))
 declare -A AMB_ADMIN=([amb]=$((BASE_PORT + 11)) [amb-cred]=$((BASE_PORT + 12)))
-for t in $TARGETS; do [ -n "${PORT[$t]:-}" ] || fail "unknown target '$t' (known: direct sidecar nginx haproxy mtls amb amb-cred)"; done
+for t in $TARGETS; do [ -n "${PORT[$t]:-}" ] || fail "unknown target '$t' (known: direct sidecar nginx haproxy mtls amb amb-cred floor)"; done
 has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
 # Every column is read against the upstream alone: without it the table cannot be made.
 has_target direct || fail "TARGETS must include direct (the ratios and c1_add_us are against it)"
@@ -72,6 +77,14 @@ for t in $tools; do
   command -v "$t" >/dev/null ||
     fail "missing $t: apt-get install -y wrk nginx haproxy curl util-linux (or run bash tests/run.sh once)"
 done
+
+if has_target floor; then
+  if [ "$BUILD" = 1 ]; then
+    echo "# building: cargo build --release -p e2e-tests --example hyper_floor" >&2
+    cargo build --release -p e2e-tests --example hyper_floor >&2
+  fi
+  [ -x "$FLOOR_BIN" ] || fail "$FLOOR_BIN not found: cargo build --release -p e2e-tests --example hyper_floor"
+fi
 
 if has_target sidecar || has_target mtls || has_target amb || has_target amb-cred; then
   if [ "$BUILD" = 1 ]; then
@@ -215,6 +228,11 @@ backend be
 EOF
   start haproxy haproxy -db -f "$TMP/haproxy.cfg"
   wait_serving haproxy "http://$HOST:${PORT[haproxy]}/"
+fi
+
+if has_target floor; then
+  start floor "$FLOOR_BIN" "$HOST:${PORT[floor]}" "$HOST:$UP_PORT"
+  wait_serving floor "http://$HOST:${PORT[floor]}/"
 fi
 
 if has_target sidecar; then
