@@ -187,6 +187,24 @@ async fn tap_filters_on_status_class_and_shows_the_retry_chain() {
     );
 }
 
+/// `GET /debug/failures` once it has recorded `total` failures (within 5 s).
+async fn failures(proxy: &Sidecar, total: u64) -> Value {
+    let admin = proxy.admin();
+    eventually(
+        &format!("{total} failure(s) recorded"),
+        Duration::from_secs(5),
+        async || {
+            let d = admin.json("/debug/failures").await;
+            if d["failures_total"] == total {
+                Ok(d)
+            } else {
+                Err(d)
+            }
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_failure_counts_the_body_it_buffered_for_retries() {
     // With the access log on, the retried POST's body is read whole for replay: the failure
@@ -220,16 +238,7 @@ async fn a_failure_counts_the_body_it_buffered_for_retries() {
         .send()
         .await;
     assert_eq!(r.status, 503);
-    let admin = proxy.admin();
-    let doc = eventually("the failure recorded", Duration::from_secs(5), async || {
-        let d = admin.json("/debug/failures").await;
-        if d["failures_total"] == 1 {
-            Ok(d)
-        } else {
-            Err(d)
-        }
-    })
-    .await;
+    let doc = failures(&proxy, 1).await;
     let f = &doc["failures"][0];
     assert_eq!(f["attempts"].as_array().map(Vec::len), Some(2), "{f}");
     assert_eq!(f["bytes_received"], 11, "{f}");
@@ -247,19 +256,7 @@ async fn failures_ring_keeps_local_replies_and_upstream_errors_with_reasons() {
     assert_eq!(c.get("/flaky/x").send().await.status, 503);
 
     let admin = proxy.admin();
-    let doc = eventually(
-        "both failures recorded",
-        Duration::from_secs(5),
-        async || {
-            let d = admin.json("/debug/failures").await;
-            if d["failures_total"] == 2 {
-                Ok(d)
-            } else {
-                Err(d)
-            }
-        },
-    )
-    .await;
+    let doc = failures(&proxy, 2).await;
     assert_eq!(doc["kept"], 2);
     let newest = &doc["failures"][0];
     assert_eq!(
