@@ -87,16 +87,16 @@ impl Adapter {
         .await
     }
 
-    /// Peak resident memory so far (`VmHWM`), in bytes.
-    pub fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("read /proc/PID/status");
+    /// Peak resident memory so far (`VmHWM`), in bytes; `None` once the process has
+    /// exited (a zombie's status has no memory lines), which can happen between a check
+    /// that it runs and this read.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .expect("VmHWM in /proc/PID/status")
-            * 1024
+            .map(|kib| kib * 1024)
     }
 
     pub fn stderr_text(&self) -> String {
