@@ -29,7 +29,7 @@ fn fixture(ports: &[(&str, SocketAddr)]) -> String {
     text
 }
 
-/// What `import-envoy` must report for the fixture, in document order: each field it could
+/// What `import-envoy` must report for the fixture, sorted by path: each field it could
 /// not convert, with its path.
 const REPORT: &[&str] = &[
     "admin.access_log_path: not supported",

@@ -265,6 +265,23 @@ async fn more_header_fields_than_allowed_are_431_too_many_headers() {
         0,
         "a rejected request must not reach the upstream"
     );
+    // Exactly at the limit, counted as the client sent them (the request id the proxy adds
+    // is not the client's): accepted.
+    let mut request = String::from("GET /ok HTTP/1.1\r\nhost: app\r\n");
+    for i in 0..MAX_HEADERS - 1 {
+        request.push_str(&format!("x-h{i}: {i}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut conn = RawConn::connect(f.proxy.listener("in")).await;
+    conn.write(request.as_bytes())
+        .await
+        .expect("send the request");
+    let head = conn
+        .read_head(Duration::from_secs(5))
+        .await
+        .expect("a response head");
+    assert_eq!(head.status, 200, "{MAX_HEADERS} fields: {head:?}");
+    assert_eq!(f.ok.requests(), 1);
 }
 
 #[tokio::test]

@@ -516,6 +516,16 @@ async fn forward(
     mut req: Request<Incoming>,
     finish: &mut Finish,
 ) -> Result<Forwarded, Failure> {
+    // The head as the client sent it, before the proxy adds its own fields (the request
+    // id first of all): that is what the limits below are about.
+    let count = req.headers().len();
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + 16;
     let request_id = headers::request_id(req.headers_mut());
     let fail = |e: ProxyError| (e, Some(request_id.clone()));
     let trace_ctx = snap.tracer.as_ref().map(|t| (t, t.start(req.headers())));
@@ -577,20 +587,12 @@ async fn forward(
 
     // Limits before any routing work: a request over them costs nothing more.
     let limits = &routes.config;
-    let count = req.headers().len();
     if count > limits.max_request_headers {
         return Err(fail(ProxyError::TooManyHeaders {
             count,
             limit: limits.max_request_headers,
         }));
     }
-    let size: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum::<usize>()
-        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
-        + 16;
     let limit = limits.max_request_headers_size.as_usize();
     if size > limit {
         return Err(fail(ProxyError::HeadersTooLarge { size, limit }));

@@ -43,7 +43,9 @@ pub enum IptablesError {
     },
     #[error("no iptables found: install iptables (iptables-nft or iptables-legacy)")]
     NoBackend,
-    #[error("invalid CIDR {0:?}: expected an address with a prefix length, like 10.0.0.0/8")]
+    #[error(
+        "invalid CIDR {0:?}: expected an address, with a prefix length or without one (a host), like 10.0.0.0/8 or 169.254.169.254"
+    )]
     Cidr(String),
 }
 
@@ -489,7 +491,8 @@ pub struct Args {
     /// Outbound traffic to these destination CIDRs is not redirected (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub outbound_exclude_cidrs: Vec<Cidr>,
-    /// Which iptables: detect (the one holding the node's rules), nft or legacy.
+    /// Which iptables: auto (the flavour already holding more rules: the node's), nft or
+    /// legacy.
     #[arg(long, value_enum, default_value_t = Flavour::Auto)]
     pub iptables: Flavour,
     /// Also install the rules for IPv6 (ip6tables).
