@@ -362,6 +362,16 @@ impl RawConn {
         self.stream.shutdown().await
     }
 
+    /// Connects to `addr`, sends `request` (a whole request, as bytes) and reads the
+    /// response head, within 5 s: for requests no well-behaved client would send.
+    pub async fn head_of(addr: SocketAddr, request: &[u8]) -> RawHead {
+        let mut conn = RawConn::connect(addr).await;
+        conn.write(request).await.expect("send the request");
+        conn.read_head(Duration::from_secs(5))
+            .await
+            .expect("a response head")
+    }
+
     /// Reads one response head (status line and headers), within `within`.
     pub async fn read_head(&mut self, within: Duration) -> std::io::Result<RawHead> {
         let read = async {

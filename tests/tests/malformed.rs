@@ -112,14 +112,7 @@ async fn garbage_bytes_are_turned_away() {
 
 /// Sends `request` and expects the proxy's own 431 with `reason`.
 async fn assert_explained_431(proxy: &Sidecar, request: &str, reason: &str) {
-    let mut conn = RawConn::connect(proxy.listener("in")).await;
-    conn.write(request.as_bytes())
-        .await
-        .expect("send the request");
-    let head = conn
-        .read_head(Duration::from_secs(5))
-        .await
-        .expect("a response");
+    let head = RawConn::head_of(proxy.listener("in"), request.as_bytes()).await;
     assert_eq!(head.status, 431, "{head:?}");
     assert_eq!(head.header("x-sidecar-error"), Some(reason), "{head:?}");
 }
@@ -166,12 +159,7 @@ async fn too_many_headers_are_431_or_closed() {
         over.push_str(&format!("x-{i}: {i}\r\n"));
     }
     over.push_str("\r\n");
-    let mut conn = RawConn::connect(proxy.listener("in")).await;
-    conn.write(over.as_bytes()).await.expect("send the request");
-    let head = conn
-        .read_head(Duration::from_secs(5))
-        .await
-        .expect("a response");
+    let head = RawConn::head_of(proxy.listener("in"), over.as_bytes()).await;
     assert_eq!(head.status, 431, "{head:?}");
     assert_healthy(&mut proxy).await;
     assert_eq!(
