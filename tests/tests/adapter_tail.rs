@@ -298,6 +298,33 @@ async fn sigkill_while_busy_resends_at_most_the_unacknowledged_batch() {
     }
 }
 
+/// The `message` of every record in `out`, in order.
+fn messages(out: &Path) -> Vec<String> {
+    records(out)
+        .iter()
+        .filter_map(|r| r["message"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Once `out` holds `n` records (within 10 s), stop the adapter with SIGTERM and expect it
+/// to exit 0 (within 10 s).
+async fn stop_after(adapter: &mut Adapter, out: &Path, n: usize) {
+    eventually(
+        &format!("{n} record(s)"),
+        Duration::from_secs(10),
+        async || {
+            let m = messages(out);
+            if m.len() == n { Ok(()) } else { Err(m) }
+        },
+    )
+    .await;
+    adapter.signal(Signal::SIGTERM);
+    assert_eq!(
+        adapter.exited(Duration::from_secs(10)).await.code(),
+        Some(0)
+    );
+}
+
 /// A stack trace still being written when the adapter stops is not cut: the checkpoint stays
 /// at its first line, and after the restart it comes out whole, once.
 #[tokio::test]
@@ -325,26 +352,9 @@ async fn a_trace_pending_at_sigterm_comes_out_whole_after_the_restart() {
             &out,
         )
     };
-    let messages = || -> Vec<String> {
-        records(&out)
-            .iter()
-            .filter_map(|r| r["message"].as_str().map(str::to_owned))
-            .collect()
-    };
+    let messages = || messages(&out);
     let mut adapter = run();
-    eventually("the first record", Duration::from_secs(10), async || {
-        if messages().len() == 1 {
-            Ok(())
-        } else {
-            Err(messages())
-        }
-    })
-    .await;
-    adapter.signal(Signal::SIGTERM);
-    assert_eq!(
-        adapter.exited(Duration::from_secs(10)).await.code(),
-        Some(0)
-    );
+    stop_after(&mut adapter, &out, 1).await;
     assert_eq!(
         messages(),
         vec!["INFO start"],
@@ -355,19 +365,7 @@ async fn a_trace_pending_at_sigterm_comes_out_whole_after_the_restart() {
     let mut f = OpenOptions::new().append(true).open(&log).expect("open");
     writeln!(f, "\tat second.frame\nINFO next").expect("append");
     let mut adapter = run();
-    eventually("the trace", Duration::from_secs(10), async || {
-        if messages().len() == 2 {
-            Ok(())
-        } else {
-            Err(messages())
-        }
-    })
-    .await;
-    adapter.signal(Signal::SIGTERM);
-    assert_eq!(
-        adapter.exited(Duration::from_secs(10)).await.code(),
-        Some(0)
-    );
+    stop_after(&mut adapter, &out, 2).await;
     assert_eq!(
         messages(),
         vec![
