@@ -149,6 +149,14 @@ fn curl_json(pod: &Pod, url: &str) -> Value {
     })
 }
 
+/// `python3 SCRIPT ARGS...` in `pod`'s namespace, its output under `dir` as `what`.
+fn app(pod: &Pod, dir: &Path, script: &str, what: &str, args: &[&str]) -> NsProcess {
+    let argv: Vec<&str> = std::iter::once(script)
+        .chain(args.iter().copied())
+        .collect();
+    NsProcess::spawn(&pod.ns, dir, what, None, "python3", &argv)
+}
+
 fn greet(pod: &Pod, script: &Path, host: &str, port: u16) -> Value {
     let out = pod.ns.run(
         "python3",
@@ -197,38 +205,10 @@ async fn two_pods(flavour: &str) {
     std::fs::write(&script, APP_PY).unwrap();
     let py = script.to_string_lossy().into_owned();
 
-    let _app_b = NsProcess::spawn(
-        &b.ns,
-        dir.path(),
-        "app-b",
-        None,
-        "python3",
-        &[&py, "http", "app-b", "8080"],
-    );
-    let _app_c = NsProcess::spawn(
-        &c.ns,
-        dir.path(),
-        "app-c",
-        None,
-        "python3",
-        &[&py, "http", "app-c", "9090"],
-    );
-    let _smtp_b = NsProcess::spawn(
-        &b.ns,
-        dir.path(),
-        "greet-25",
-        None,
-        "python3",
-        &[&py, "greet", "25"],
-    );
-    let _slow_b = NsProcess::spawn(
-        &b.ns,
-        dir.path(),
-        "greet-2526",
-        None,
-        "python3",
-        &[&py, "greet", "2526"],
-    );
+    let _app_b = app(b, dir.path(), &py, "app-b", &["http", "app-b", "8080"]);
+    let _app_c = app(c, dir.path(), &py, "app-c", &["http", "app-c", "9090"]);
+    let _smtp_b = app(b, dir.path(), &py, "greet-25", &["greet", "25"]);
+    let _slow_b = app(b, dir.path(), &py, "greet-2526", &["greet", "2526"]);
     let _redis_b = NsProcess::spawn(
         &b.ns,
         dir.path(),
@@ -611,14 +591,7 @@ async fn mesh_mtls_between_intercepted_pods() {
     let script = dir.path().join("app.py");
     std::fs::write(&script, APP_PY).unwrap();
     let py = script.to_string_lossy().into_owned();
-    let _app_b = NsProcess::spawn(
-        &b.ns,
-        dir.path(),
-        "app-b",
-        None,
-        "python3",
-        &[&py, "http", "app-b", "8080"],
-    );
+    let _app_b = app(b, dir.path(), &py, "app-b", &["http", "app-b", "8080"]);
     let _redis_b = NsProcess::spawn(
         &b.ns,
         dir.path(),
