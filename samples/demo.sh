@@ -48,7 +48,10 @@ done
 
 say "building release binaries (cargo build --release --bins)"
 cargo build --release --bins
-BIN=target/release
+# .cargo/config.toml builds for the named host tuple, so the binaries are under it; on PATH,
+# the adapter's config can start `sample` by name.
+BIN=target/$(rustc --print host-tuple)/release
+export PATH="$PWD/$BIN:$PATH"
 if [ ! -d tests/oauth/node_modules/oauth2-mock-server ]; then
   say "installing the token server (npm ci --prefix tests/oauth)"
   npm ci --prefix tests/oauth --no-audit --no-fund

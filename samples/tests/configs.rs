@@ -23,8 +23,16 @@ fn workspace() -> PathBuf {
         .to_owned()
 }
 
+/// The release build of `name`: beside this test binary's build (`target/<host tuple>/debug/
+/// deps/…` gives `target/<host tuple>/release`), wherever `.cargo/config.toml` puts it.
 fn binary(name: &str) -> PathBuf {
-    let path = workspace().join("target/release").join(name);
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let path = exe
+        .ancestors()
+        .nth(3)
+        .expect("test binaries sit in <target dir>/<profile>/deps")
+        .join("release")
+        .join(name);
     assert!(
         path.is_file(),
         "{} is missing: run `cargo build --release --bins` first (tests/run.sh does)",
@@ -209,9 +217,9 @@ fn the_ambassador_and_adapter_configs_match_the_demo() {
     }
     assert!(DEMO_SH.contains("--listen $H:18443 --issuer http://localhost:18600"));
     assert!(DEMO_SH.contains("env WEATHER_CLIENT_SECRET="));
-    assert!(
-        ADAPTER.contains("command: [target/release/sample, legacy, --listen, \"127.0.0.1:18301\"")
-    );
+    assert!(ADAPTER.contains("command: [sample, legacy, --listen, \"127.0.0.1:18301\""));
+    // The adapter finds `sample` on the PATH the demo sets.
+    assert!(DEMO_SH.contains("export PATH=\"$PWD/$BIN:$PATH\""));
     assert!(ADAPTER.contains("address: 127.0.0.1:18300"));
 }
 

@@ -20,7 +20,9 @@ REPEAT="${REPEAT:-3}"
 CPU="${CPU:-0}"
 BUILD="${BUILD:-1}"
 OUT="${OUT:-}"
-BIN="$ROOT/target/release/adapter"
+# .cargo/config.toml builds for the named host tuple: the binaries are under it.
+REL=target/$(rustc --print host-tuple)/release
+BIN="$ROOT/$REL/adapter"
 
 for tool in python3 taskset /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "adapter-bench: $tool is required" >&2; exit 1; }

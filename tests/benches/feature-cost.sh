@@ -24,14 +24,16 @@
 # PID when it exits. Exit status 2 if a tool is missing or the setup fails.
 #
 # Env (defaults): REPEAT=3 C1_DUR=3 N1=2000 N2=6000 BASE_PORT=18480 BUILD=1
-#   VARIANTS="plain tracing ratelimit global" SIDECAR_BIN=target/release/sidecar KEEP=1
+#   VARIANTS="plain tracing ratelimit global" SIDECAR_BIN=target/x86_64-unknown-linux-gnu/release/sidecar KEEP=1
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 REPEAT=${REPEAT:-3}; C1_DUR=${C1_DUR:-3}; N1=${N1:-2000}; N2=${N2:-6000}
 BASE_PORT=${BASE_PORT:-18480}; BUILD=${BUILD:-1}
 VARIANTS=${VARIANTS:-"plain tracing ratelimit global"}
-SIDECAR_BIN=${SIDECAR_BIN:-target/release/sidecar}
+# .cargo/config.toml builds for the named host tuple: the binaries are under it.
+REL=target/$(rustc --print host-tuple)/release
+SIDECAR_BIN=${SIDECAR_BIN:-$REL/sidecar}
 HOST=127.0.0.1
 UP=$BASE_PORT; LISTEN=$((BASE_PORT + 1)); ADMIN=$((BASE_PORT + 2)); REDIS=$((BASE_PORT + 3))
 

@@ -7,7 +7,7 @@
 #
 # Targets (all on 127.0.0.1, each from a config generated in a temp dir, never a system service):
 #   direct   the upstream itself: nginx, 1 worker, `return 200` with a small fixed body
-#   sidecar  target/release/sidecar (built first unless BUILD=0; SIDECAR_BIN overrides the path):
+#   sidecar  target/<host tuple>/release/sidecar (built first unless BUILD=0; SIDECAR_BIN overrides the path):
 #            runtime.worker_threads: 1, metrics on (they always are), no access log
 #   nginx    nginx reverse proxy, 1 worker, upstream keep-alive pool
 #   haproxy  haproxy reverse proxy, nbthread 1, http-reuse always
@@ -47,9 +47,11 @@ BASE_PORT=${BASE_PORT:-18380}
 TARGETS=${TARGETS:-"direct sidecar nginx haproxy mtls"}
 HS_DUR=${HS_DUR:-4}
 BUILD=${BUILD:-1}
-SIDECAR_BIN=${SIDECAR_BIN:-target/release/sidecar}
-AMBASSADOR_BIN=${AMBASSADOR_BIN:-target/release/ambassador}
-FLOOR_BIN=${FLOOR_BIN:-target/release/examples/hyper_floor}
+# .cargo/config.toml builds for the named host tuple: the binaries are under it.
+REL=target/$(rustc --print host-tuple)/release
+SIDECAR_BIN=${SIDECAR_BIN:-$REL/sidecar}
+AMBASSADOR_BIN=${AMBASSADOR_BIN:-$REL/ambassador}
+FLOOR_BIN=${FLOOR_BIN:-$REL/examples/hyper_floor}
 HOST=127.0.0.1
 UP_PORT=$BASE_PORT
 

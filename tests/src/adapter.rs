@@ -17,10 +17,7 @@ pub fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("ADAPTER_BIN") {
         return PathBuf::from(path);
     }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate sits in the workspace")
-        .join("target/release/adapter");
+    let path = crate::process::release_dir().join("adapter");
     assert!(
         path.is_file(),
         "the adapter binary is missing at {}: run `cargo build --release --bins` first",

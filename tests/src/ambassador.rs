@@ -352,7 +352,7 @@ impl Ambassador {
 }
 
 pub fn binary() -> PathBuf {
-    let path = workspace().join("target/release/ambassador");
+    let path = crate::process::release_dir().join("ambassador");
     assert!(
         path.is_file(),
         "the ambassador binary is missing at {}: run `cargo build --release --bins` first",

@@ -19,6 +19,17 @@ use crate::wait::eventually;
 /// Time a sidecar may take from spawn to `/ready` answering 200.
 pub const START_DEADLINE: Duration = Duration::from_secs(15);
 
+/// Where `cargo build --release` puts the workspace's binaries: beside the build of this test
+/// binary (`target/<host tuple>/debug/deps/…` gives `target/<host tuple>/release`), so the
+/// tests follow the build target `.cargo/config.toml` sets without naming it.
+pub fn release_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.ancestors()
+        .nth(3)
+        .expect("test binaries sit in <target dir>/<profile>/deps")
+        .join("release")
+}
+
 /// The binary under test: `$SIDECAR_BIN`, else the workspace's release build.
 pub fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("SIDECAR_BIN") {
@@ -33,7 +44,7 @@ pub fn binary() -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the tests crate sits in the workspace");
-    let path = workspace.join("target/release/sidecar");
+    let path = release_dir().join("sidecar");
     assert!(
         path.is_file(),
         "the sidecar binary is missing at {}: run `cargo build --release --bins` first \
