@@ -336,9 +336,10 @@ pub fn sidecar(opts: &InjectOptions, native: bool) -> Container {
     }
 }
 
-/// The ambassador as a native sidecar, its config from a ConfigMap (key `ambassador.yaml`)
-/// and, when given, a Secret mounted at /var/run/secrets/ambassador.
-pub fn ambassador(opts: &InjectOptions, with_secret: bool) -> Container {
+/// The ambassador, its config from a ConfigMap (key `ambassador.yaml`) and, when given, a
+/// Secret mounted at /var/run/secrets/ambassador. `native`: an init container with
+/// `restartPolicy: Always`; else a regular container.
+pub fn ambassador(opts: &InjectOptions, with_secret: bool, native: bool) -> Container {
     let mut volume_mounts = vec![mount(AMBASSADOR_CONFIG_VOLUME, "/etc/ambassador", true)];
     if with_secret {
         volume_mounts.push(mount(
@@ -350,7 +351,7 @@ pub fn ambassador(opts: &InjectOptions, with_secret: bool) -> Container {
     Container {
         name: AMBASSADOR_NAME,
         image: opts.ambassador_image.clone(),
-        restart_policy: Some("Always"),
+        restart_policy: native.then_some("Always"),
         args: [
             "run",
             "--config",
@@ -378,19 +379,21 @@ pub fn ambassador(opts: &InjectOptions, with_secret: bool) -> Container {
     }
 }
 
-/// The adapter as a native sidecar following `path` (a glob in the file name) in the log
-/// volume `logs_volume` mounted at `dir`, checkpointing in its own emptyDir.
+/// The adapter following `path` (a glob in the file name) in the log volume `logs_volume`
+/// mounted at `dir`, checkpointing in its own emptyDir. `native`: an init container with
+/// `restartPolicy: Always`; else a regular container.
 pub fn adapter(
     opts: &InjectOptions,
     format: &str,
     path: &str,
     dir: &str,
     logs_volume: &str,
+    native: bool,
 ) -> Container {
     Container {
         name: ADAPTER_NAME,
         image: opts.adapter_image.clone(),
-        restart_policy: Some("Always"),
+        restart_policy: native.then_some("Always"),
         args: vec![
             "tail".into(),
             "--format".into(),

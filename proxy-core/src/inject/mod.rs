@@ -260,19 +260,21 @@ pub fn inject_pod(
         plan.iptables_args.clone(),
     ))];
     let native = opts.placement == Placement::Native;
-    let sidecar = to_value(&containers::sidecar(opts, native));
-    if native {
-        new_init.push(sidecar.clone());
-    }
+    // Natively all helpers are init containers with `restartPolicy: Always`, after the
+    // interception init container. Before 1.29 an init container must run to completion,
+    // so there they are the first regular containers, the sidecar first (its postStart
+    // hook holds back every container after it until it is ready).
+    let mut helpers = vec![to_value(&containers::sidecar(opts, native))];
     let mut added = vec![INIT_NAME, SIDECAR_NAME];
     let mut new_volumes = vec![to_value(&Volume::config_map(
         CONFIG_VOLUME,
         plan.config_map.as_deref().unwrap_or(&opts.config_map),
     ))];
     if let Some(amb) = &plan.ambassador {
-        new_init.push(to_value(&containers::ambassador(
+        helpers.push(to_value(&containers::ambassador(
             opts,
             amb.secret.is_some(),
+            native,
         )));
         new_volumes.push(to_value(&Volume::config_map(
             AMBASSADOR_CONFIG_VOLUME,
@@ -309,12 +311,13 @@ pub fn inject_pod(
         }
         new_volumes.push(to_value(&Volume::empty_dir(ADAPTER_STATE_VOLUME, "16Mi")));
         volumes_added.push(ADAPTER_STATE_VOLUME);
-        new_init.push(to_value(&containers::adapter(
+        helpers.push(to_value(&containers::adapter(
             opts,
             &adapter.format,
             &adapter.path,
             &adapter.dir,
             &logs_volume,
+            native,
         )));
         added.push(ADAPTER_NAME);
     }
@@ -329,11 +332,13 @@ pub fn inject_pod(
 
     // The injected init containers run first, so the app's own init containers already
     // have the mesh (and, natively, the sidecar) in place.
+    if native {
+        new_init.extend(helpers);
+    } else {
+        sequence(spec_map, "containers", &spec_at)?.splice(0..0, helpers);
+    }
     let init = sequence(spec_map, "initContainers", &spec_at)?;
     init.splice(0..0, new_init);
-    if !native {
-        sequence(spec_map, "containers", &spec_at)?.insert(0, sidecar);
-    }
     let volumes = sequence(spec_map, "volumes", &spec_at)?;
     let taken: Vec<String> = names(Some(&Value::Sequence(volumes.clone())))
         .into_iter()

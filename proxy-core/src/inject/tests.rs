@@ -152,6 +152,67 @@ spec:
     assert!(spec["containers"][0].get("restartPolicy").is_none());
 }
 
+/// Before 1.29 an init container must run to completion: the ambassador and the adapter,
+/// like the sidecar, become regular containers before the app's, with no `restartPolicy`.
+#[test]
+fn the_container_placement_makes_every_helper_a_regular_container() {
+    let input = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: caller
+  annotations:
+    sidecar.suite/ambassador-config: caller-ambassador
+    sidecar.suite/adapter-format: apache_combined
+    sidecar.suite/adapter-path: /var/log/app/*.log
+spec:
+  initContainers: [{ name: migrate, image: migrate }]
+  containers: [{ name: app, image: app }]
+"#;
+    let opts = InjectOptions {
+        placement: Placement::Container,
+        ..InjectOptions::default()
+    };
+    let (doc, _) = one(input, &opts);
+    let spec = &doc["spec"];
+    assert_eq!(
+        container_names(&spec["initContainers"]),
+        ["sidecar-init", "migrate"]
+    );
+    assert_eq!(
+        container_names(&spec["containers"]),
+        ["sidecar", "ambassador", "adapter", "app"]
+    );
+    for c in spec["containers"].as_sequence().unwrap() {
+        assert!(c.get("restartPolicy").is_none(), "{c:?}");
+    }
+    let status: serde_json::Value = serde_json::from_str(
+        doc["metadata"]["annotations"]["sidecar.suite/status"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["placement"], "container");
+
+    // Natively the same helpers are init containers that restart always.
+    let (doc, _) = one(input, &InjectOptions::default());
+    let spec = &doc["spec"];
+    assert_eq!(
+        container_names(&spec["initContainers"]),
+        [
+            "sidecar-init",
+            "sidecar",
+            "ambassador",
+            "adapter",
+            "migrate"
+        ]
+    );
+    for c in &spec["initContainers"].as_sequence().unwrap()[1..4] {
+        assert_eq!(c["restartPolicy"].as_str(), Some("Always"), "{c:?}");
+    }
+    assert_eq!(container_names(&spec["containers"]), ["app"]);
+}
+
 #[test]
 fn the_adapter_shares_a_new_log_volume_or_the_one_the_app_mounts() {
     let fresh = r#"
