@@ -1,8 +1,11 @@
-//! The admin server: `/ready` (200 once the inputs run) and `/metrics` (Prometheus text).
+//! The admin server: `/ready` (200 once the inputs run), `/metrics` (Prometheus text) and,
+//! when tailing files, `POST /shutdown` (alias `POST /quitquitquit`) from loopback: stop as
+//! SIGTERM does, after the lines read so far are written and checkpointed.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -12,8 +15,50 @@ use hyper_util::rt::TokioIo;
 
 use crate::metrics::Stats;
 
-fn respond(stats: &Stats, path: &str) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match path {
+/// `local`: the request came from loopback. Injected adapters bind 0.0.0.0 for the
+/// kubelet's probes; only the pod itself may stop one.
+fn respond(
+    stats: &Stats,
+    stop: Option<&AtomicBool>,
+    local: bool,
+    method: &http::Method,
+    path: &str,
+) -> Response<Full<Bytes>> {
+    let post = method == http::Method::POST;
+    let (status, content_type, body) = match (path, stop) {
+        ("/shutdown" | "/quitquitquit", Some(_)) if post && !local => (
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            "POST /shutdown is taken from loopback only\n".to_owned(),
+        ),
+        ("/shutdown" | "/quitquitquit", Some(stop)) if post => {
+            stop.store(true, Ordering::Release);
+            (StatusCode::OK, "text/plain", "stopping\n".to_owned())
+        }
+        ("/shutdown" | "/quitquitquit", Some(_)) => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use POST\n".to_owned(),
+        ),
+        (path, _) => respond_get(stats, path),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = http::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, value);
+    }
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        response
+            .headers_mut()
+            .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+    }
+    response
+}
+
+fn respond_get(stats: &Stats, path: &str) -> (StatusCode, &'static str, String) {
+    match path {
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -30,19 +75,16 @@ fn respond(stats: &Stats, path: &str) -> Response<Full<Bytes>> {
             "text/plain",
             "not found\n".to_owned(),
         ),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(value) = http::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_TYPE, value);
     }
-    response
 }
 
 /// Binds `address` now (so a bad address fails start-up) and serves on a thread of its own.
-pub fn start(address: SocketAddr, stats: Arc<Stats>) -> std::io::Result<SocketAddr> {
+/// `stop`, when tailing, is what `POST /shutdown` sets.
+pub fn start(
+    address: SocketAddr,
+    stats: Arc<Stats>,
+    stop: Option<Arc<AtomicBool>>,
+) -> std::io::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(address)?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
@@ -57,13 +99,23 @@ pub fn start(address: SocketAddr, stats: Arc<Stats>) -> std::io::Result<SocketAd
                     return;
                 };
                 loop {
-                    let Ok((socket, _)) = listener.accept().await else {
+                    let Ok((socket, peer)) = listener.accept().await else {
                         continue;
                     };
                     let stats = Arc::clone(&stats);
+                    // Injected adapters bind 0.0.0.0 for the kubelet's probes: only the
+                    // pod itself (loopback) may stop one.
+                    let stop = stop.clone();
+                    let local = peer.ip().to_canonical().is_loopback();
                     tokio::spawn(async move {
                         let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                            let response = respond(&stats, req.uri().path());
+                            let response = respond(
+                                &stats,
+                                stop.as_deref(),
+                                local,
+                                req.method(),
+                                req.uri().path(),
+                            );
                             async move { Ok::<_, Infallible>(response) }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
@@ -74,4 +126,38 @@ pub fn start(address: SocketAddr, stats: Arc<Stats>) -> std::io::Result<SocketAd
             });
         })?;
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shutdown_is_a_post_and_only_when_tailing() {
+        let stats = Stats::new(true);
+        let stop = AtomicBool::new(false);
+        let get = respond(&stats, Some(&stop), true, &http::Method::GET, "/shutdown");
+        assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(get.headers()[http::header::ALLOW], "POST");
+        assert!(!stop.load(Ordering::Acquire));
+
+        for path in ["/shutdown", "/quitquitquit"] {
+            stop.store(false, Ordering::Release);
+            let post = respond(&stats, Some(&stop), true, &http::Method::POST, path);
+            assert_eq!(post.status(), StatusCode::OK, "{path}");
+            assert!(stop.load(Ordering::Acquire), "{path}");
+        }
+
+        // From beyond the pod: refused, nothing stops.
+        stop.store(false, Ordering::Release);
+        let remote = respond(&stats, Some(&stop), false, &http::Method::POST, "/shutdown");
+        assert_eq!(remote.status(), StatusCode::FORBIDDEN);
+        assert!(!stop.load(Ordering::Acquire));
+
+        // Running a command, the adapter ends with it: there is nothing to shut down.
+        let run = respond(&stats, None, true, &http::Method::POST, "/shutdown");
+        assert_eq!(run.status(), StatusCode::NOT_FOUND);
+        let ready = respond(&stats, Some(&stop), true, &http::Method::GET, "/ready");
+        assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
 }

@@ -104,8 +104,12 @@ pub fn run(settings: Settings) -> u8 {
         return EXIT_CONFIG;
     }
     let stats = Stats::new(settings.admin.is_some());
+    // Tailing ends only when asked: by SIGTERM or SIGINT, or by `POST /shutdown` on the
+    // admin API (a Job's app ends a regular adapter container that way).
+    let stop = matches!(settings.input, InputConfig::Tail { .. })
+        .then(|| Arc::new(AtomicBool::new(false)));
     if let Some(address) = settings.admin {
-        match crate::admin::start(address, Arc::clone(&stats)) {
+        match crate::admin::start(address, Arc::clone(&stats), stop.clone()) {
             Ok(local) => eprintln!("adapter: admin server on http://{local}"),
             Err(err) => {
                 eprintln!("adapter: cannot serve the admin API on {address}: {err}");
@@ -177,7 +181,7 @@ pub fn run(settings: Settings) -> u8 {
             }
         }
         InputConfig::Tail { tail, .. } => {
-            let stop = Arc::new(AtomicBool::new(false));
+            let stop = stop.unwrap_or_default();
             if let Err(err) = stop_on_signal(Arc::clone(&stop)) {
                 eprintln!("adapter: cannot watch for signals: {err}");
                 return EXIT_IO;

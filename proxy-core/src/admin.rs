@@ -159,20 +159,35 @@ pub fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full
     }
 }
 
+/// The requests that stop or drain the proxy. An admin API bound beyond loopback (injected
+/// ambassadors bind 0.0.0.0 for the kubelet's probes) would otherwise let anything that can
+/// reach the pod stop it; the app beside it, and `kubectl exec`, call from loopback.
+fn stops_the_proxy(method: &Method, path: &str) -> bool {
+    method == Method::POST && matches!(path, "/drain" | "/shutdown" | "/quitquitquit")
+}
+
 /// Serve the admin API until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
+        let local_peer = peer.ip().to_canonical().is_loopback();
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let r = match inspect::respond(&state, req.method(), req.uri()) {
-                    Some(r) => r,
-                    None => {
-                        respond(&state, req.method(), req.uri().path()).map(BodyExt::boxed_unsync)
+                let r = if !local_peer && stops_the_proxy(req.method(), req.uri().path()) {
+                    text(
+                        StatusCode::FORBIDDEN,
+                        "POST /drain and /shutdown are taken from loopback only\n",
+                    )
+                    .map(BodyExt::boxed_unsync)
+                } else {
+                    match inspect::respond(&state, req.method(), req.uri()) {
+                        Some(r) => r,
+                        None => respond(&state, req.method(), req.uri().path())
+                            .map(BodyExt::boxed_unsync),
                     }
                 };
                 async move { Ok::<_, Infallible>(r) }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use e2e_tests::adapter::{Adapter, Signal, records};
+use e2e_tests::admin::Admin;
 use e2e_tests::wait::eventually;
 
 const LINES: u64 = 30_000;
@@ -378,4 +379,72 @@ async fn a_trace_pending_at_sigterm_comes_out_whole_after_the_restart() {
         trace["input"]["offset"], 11,
         "the id names the trace's first line"
     );
+}
+
+/// A Job's app ends a regular (pre-1.29) adapter container with `POST /shutdown`: the adapter
+/// writes what it has read, checkpoints it and exits 0, as on SIGTERM.
+#[tokio::test]
+async fn post_shutdown_stops_a_tailing_adapter_after_its_lines_are_out() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log = tmp.path().join("job.log");
+    fs::write(&log, "first\nsecond\nthird\n").expect("write");
+    let out = tmp.path().join("out.jsonl");
+    let admin_addr = e2e_tests::ports::loopback().to_string();
+    let state = tmp.path().join("state");
+    let mut adapter = Adapter::start(
+        &[
+            "tail",
+            "--format",
+            "json",
+            "--poll-interval",
+            "20ms",
+            "--state-dir",
+            state.to_str().expect("utf8"),
+            "--admin",
+            &admin_addr,
+            log.to_str().expect("utf8"),
+        ],
+        &out,
+    );
+    let admin = Admin::new(admin_addr.parse().expect("address"));
+    eventually("the adapter ready", Duration::from_secs(10), async || {
+        admin.ready().await
+    })
+    .await;
+    eventually("3 records", Duration::from_secs(10), async || {
+        let m = messages(&out);
+        if m.len() == 3 { Ok(()) } else { Err(m) }
+    })
+    .await;
+
+    let wrong = admin.get("/shutdown").await;
+    assert_eq!(wrong.status, 405, "{wrong:?}");
+    assert!(adapter.try_exit().is_none(), "a GET stops nothing");
+    let reply = admin.post("/shutdown").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(
+        adapter.exited(Duration::from_secs(10)).await.code(),
+        Some(0)
+    );
+    assert_eq!(messages(&out), ["first", "second", "third"]);
+
+    // The checkpoint was kept: a restart sends nothing again.
+    fs::remove_file(&out).expect("remove");
+    let mut again = Adapter::start(
+        &[
+            "tail",
+            "--format",
+            "json",
+            "--poll-interval",
+            "20ms",
+            "--state-dir",
+            state.to_str().expect("utf8"),
+            log.to_str().expect("utf8"),
+        ],
+        &out,
+    );
+    let mut f = OpenOptions::new().append(true).open(&log).expect("open");
+    writeln!(f, "fourth").expect("append");
+    stop_after(&mut again, &out, 1).await;
+    assert_eq!(messages(&out), ["fourth"]);
 }

@@ -853,3 +853,69 @@ async fn mesh_mtls_between_intercepted_pods() {
         mb.text
     );
 }
+
+/// An admin API bound beyond loopback (as injected ambassadors bind theirs, for the
+/// kubelet's probes) answers other pods' reads, but only its own pod may drain or stop it.
+#[tokio::test]
+async fn admin_stop_requests_are_taken_from_loopback_only() {
+    let net = Network::new(&["a", "b"]);
+    let (a, b) = (net.pod(0), net.pod(1));
+    let dir = shared_dir();
+    let path = dir.path().join("open-admin.yaml");
+    std::fs::write(
+        &path,
+        format!("admin:\n  address: 0.0.0.0:{ADMIN}\nlisteners: []\nclusters: []\n"),
+    )
+    .unwrap();
+    let mut sidecar = NsProcess::spawn(
+        &a.ns,
+        dir.path(),
+        "open-admin",
+        None,
+        &sidecar_bin(),
+        &["--config", &path.to_string_lossy()],
+    );
+    netns::wait_http_ok(
+        a,
+        &format!("http://127.0.0.1:{ADMIN}/ready"),
+        Duration::from_secs(15),
+    )
+    .await;
+    let status = |pod: &Pod, method: &str, url: &str| {
+        let out = pod.ns.output(
+            "curl",
+            &[
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+                "-X",
+                method,
+                url,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let remote = format!("http://{}:{ADMIN}", a.addr);
+    assert_eq!(status(b, "GET", &format!("{remote}/ready")), "200");
+    for path in ["/shutdown", "/quitquitquit", "/drain"] {
+        assert_eq!(
+            status(b, "POST", &format!("{remote}{path}")),
+            "403",
+            "{path}"
+        );
+    }
+    sidecar.assert_running();
+    assert_eq!(
+        status(b, "GET", &format!("{remote}/ready")),
+        "200",
+        "not draining"
+    );
+
+    let local = format!("http://127.0.0.1:{ADMIN}");
+    assert_eq!(status(a, "POST", &format!("{local}/drain")), "200");
+    assert_eq!(status(b, "GET", &format!("{remote}/ready")), "503");
+}
