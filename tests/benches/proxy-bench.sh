@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # proxy-bench.sh - the sidecar against nginx, haproxy and no proxy at all, in one run, on loopback.
 #
-#   bash tests/benches/proxy-bench.sh                       all four targets, 3 repeats, medians
+#   bash tests/benches/proxy-bench.sh                       the default targets (direct sidecar nginx haproxy mtls), 3 repeats, medians
 #   TARGETS="direct nginx haproxy" REPEAT=1 bash tests/benches/proxy-bench.sh
 #   OUT=bench.txt bash tests/benches/proxy-bench.sh         also save the table to bench.txt
 #
