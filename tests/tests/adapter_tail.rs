@@ -391,8 +391,8 @@ async fn post_shutdown_stops_a_tailing_adapter_after_its_lines_are_out() {
     let out = tmp.path().join("out.jsonl");
     let admin_addr = e2e_tests::ports::loopback().to_string();
     let state = tmp.path().join("state");
-    let mut adapter = Adapter::start(
-        &[
+    let tail = |extra: &[&str]| {
+        let mut args = vec![
             "tail",
             "--format",
             "json",
@@ -400,12 +400,12 @@ async fn post_shutdown_stops_a_tailing_adapter_after_its_lines_are_out() {
             "20ms",
             "--state-dir",
             state.to_str().expect("utf8"),
-            "--admin",
-            &admin_addr,
-            log.to_str().expect("utf8"),
-        ],
-        &out,
-    );
+        ];
+        args.extend_from_slice(extra);
+        args.push(log.to_str().expect("utf8"));
+        Adapter::start(&args, &out)
+    };
+    let mut adapter = tail(&["--admin", &admin_addr]);
     let admin = Admin::new(admin_addr.parse().expect("address"));
     eventually("the adapter ready", Duration::from_secs(10), async || {
         admin.ready().await
@@ -430,19 +430,7 @@ async fn post_shutdown_stops_a_tailing_adapter_after_its_lines_are_out() {
 
     // The checkpoint was kept: a restart sends nothing again.
     fs::remove_file(&out).expect("remove");
-    let mut again = Adapter::start(
-        &[
-            "tail",
-            "--format",
-            "json",
-            "--poll-interval",
-            "20ms",
-            "--state-dir",
-            state.to_str().expect("utf8"),
-            log.to_str().expect("utf8"),
-        ],
-        &out,
-    );
+    let mut again = tail(&[]);
     let mut f = OpenOptions::new().append(true).open(&log).expect("open");
     writeln!(f, "fourth").expect("append");
     stop_after(&mut again, &out, 1).await;

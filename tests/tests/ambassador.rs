@@ -127,6 +127,17 @@ async fn static_header_from_a_rotated_file_over_https_h2() {
     assert_no_secret(&amb, &["sk_first_5e1f", "sk_second_77aa"], &[]).await;
 }
 
+/// The route `/crm/` to `api` with an OAuth2 client-credentials token from `tokens`, its
+/// secret from `CRM_CLIENT_SECRET`; `extra` adds credential fields (indented for them).
+fn crm_route(api: &HttpsApi, ca: &TestCa, tokens: &TokenServer, extra: &str) -> String {
+    format!(
+        "  - name: crm\n    match: {{prefix: /crm/}}\n    upstream: https://127.0.0.1:{}\n    tls: {{ca_file: {}}}\n    credential:\n      type: oauth2\n      token_url: {}\n      allow_plain_http: true\n      client_id: ambassador-test\n      client_secret: {{env: CRM_CLIENT_SECRET}}\n{extra}",
+        api.addr.port(),
+        ca.ca_file.display(),
+        tokens.token_url()
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oauth2_single_flight_and_refresh_ahead() {
     let dir = tempfile::tempdir().unwrap();
@@ -143,11 +154,11 @@ async fn oauth2_single_flight_and_refresh_ahead() {
     .await;
     let check: Check = Arc::new(|s: &Seen| auth(s).starts_with("Bearer ey"));
     let api = HttpsApi::start(&ca, check).await;
-    let routes = format!(
-        "  - name: crm\n    match: {{prefix: /crm/}}\n    upstream: https://127.0.0.1:{}\n    tls: {{ca_file: {}}}\n    credential:\n      type: oauth2\n      token_url: {}\n      allow_plain_http: true\n      client_id: ambassador-test\n      client_secret: {{env: CRM_CLIENT_SECRET}}\n      scopes: [read]\n      params: {{audience: https://crm.test}}\n",
-        api.addr.port(),
-        ca.ca_file.display(),
-        tokens.token_url()
+    let routes = crm_route(
+        &api,
+        &ca,
+        &tokens,
+        "      scopes: [read]\n      params: {audience: https://crm.test}\n",
     );
     let amb = Ambassador::start(dir, &routes, &[("CRM_CLIENT_SECRET", secret)]).await;
 
@@ -221,12 +232,7 @@ async fn oauth2_401_drops_the_token_and_retries_once() {
         a.starts_with("Bearer ey") && a != *rv.lock().unwrap()
     });
     let api = HttpsApi::start(&ca, check).await;
-    let routes = format!(
-        "  - name: crm\n    match: {{prefix: /crm/}}\n    upstream: https://127.0.0.1:{}\n    tls: {{ca_file: {}}}\n    credential:\n      type: oauth2\n      token_url: {}\n      allow_plain_http: true\n      client_id: ambassador-test\n      client_secret: {{env: CRM_CLIENT_SECRET}}\n",
-        api.addr.port(),
-        ca.ca_file.display(),
-        tokens.token_url()
-    );
+    let routes = crm_route(&api, &ca, &tokens, "");
     let amb = Ambassador::start(dir, &routes, &[("CRM_CLIENT_SECRET", secret)]).await;
     let mut c = Client::http1(amb.listener).await;
     let r = c.get("/crm/ping").send().await;
