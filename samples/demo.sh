@@ -31,6 +31,9 @@ die() { say "FAILED: $*" >&2; exit 1; }
 
 [[ -z $DEMO_SECONDS || $DEMO_SECONDS =~ ^[0-9]+$ ]] || die "DEMO_SECONDS must be a whole number of seconds"
 command -v curl >/dev/null || die "curl is missing: apt-get install -y curl"
+# .cargo/config.toml names the build target `host-tuple`, which cargo knows from 1.92 on.
+rust_minor=$(rustc --version | sed -nE 's/^rustc 1\.([0-9]+)\..*/\1/p')
+[ "${rust_minor:-0}" -ge 92 ] || die "Rust 1.92 or newer is needed, this is $(rustc --version): rustup update stable"
 # The OAuth2 token server is the npm package oauth2-mock-server 8 (tests/oauth), a real
 # token endpoint rather than one written for the demo.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then

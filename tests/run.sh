@@ -31,6 +31,14 @@ on_exit() {
 }
 trap on_exit EXIT
 
+# .cargo/config.toml names the build target `host-tuple`, which cargo knows from 1.92 on;
+# an older one fails with a puzzling "could not find specification for target".
+rust_minor=$(rustc --version | sed -nE 's/^rustc 1\.([0-9]+)\..*/\1/p')
+[ "${rust_minor:-0}" -ge 92 ] || {
+  echo "Rust 1.92 or newer is needed, this is $(rustc --version): rustup update stable" >&2
+  exit 1
+}
+
 # command -> the Debian package that provides it
 declare -A PKG=(
   [nginx]=nginx [haproxy]=haproxy [wrk]=wrk [h2load]=nghttp2-client [promtool]=prometheus [prometheus]=prometheus
