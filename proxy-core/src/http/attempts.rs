@@ -59,7 +59,7 @@ async fn send_within(
     let sent_at = Instant::now();
     let started = tap.attempt_start(sent_at);
     let mut connect = None;
-    let sending = client::send(cluster, endpoint, req, &mut connect);
+    let sending = client::send(cluster, endpoint, req, sent_at, &mut connect);
     // The deadline from the clock read just taken: one read fewer than `timeout`.
     let outcome = match tokio::time::timeout_at(sent_at + limit, sending).await {
         Ok(outcome) => outcome,

@@ -76,10 +76,11 @@ impl Pool {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 
-    fn take_idle(&self) -> Option<H1> {
+    /// A pooled connection still open and idle for less than the idle timeout at `now`.
+    fn take_idle(&self, now: Instant) -> Option<H1> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(i) = idle.pop() {
-            if !i.tx.is_closed() && i.since.elapsed() < self.idle_timeout {
+            if !i.tx.is_closed() && now.saturating_duration_since(i.since) < self.idle_timeout {
                 return Some(i.tx);
             }
         }
@@ -240,11 +241,12 @@ where
     }
 }
 
-/// A connection for one request: pooled if one is ready, else new (its connect time, for
-/// the tap, goes to `connect_time`).
+/// A connection for one request sent at `now`: pooled if one is ready, else new (its
+/// connect time, for the tap, goes to `connect_time`).
 pub async fn checkout(
     cluster: &Cluster,
     ep: &Endpoint,
+    now: Instant,
     connect_time: &mut Option<Duration>,
 ) -> Result<Sender, ProxyError> {
     match cluster.config.protocol {
@@ -263,7 +265,7 @@ pub async fn checkout(
                     _gate = Some(g);
                 }
             }
-            while let Some(mut tx) = ep.pool.take_idle() {
+            while let Some(mut tx) = ep.pool.take_idle(now) {
                 if tx.ready().await.is_ok() {
                     return Ok(Sender::H1(tx));
                 }
@@ -309,18 +311,20 @@ pub async fn checkout(
     }
 }
 
-/// Send `req`; on a pooled HTTP/1 connection that turned out to be closed before the request
-/// went out, resend it once on a fresh connection. Returns the response and, for HTTP/1, the
-/// connection to return to the pool when the response body ends.
+/// Send `req` (at `now`, the caller's clock reading); on a pooled HTTP/1 connection that
+/// turned out to be closed before the request went out, resend it once on a fresh
+/// connection. Returns the response and, for HTTP/1, the connection to return to the pool
+/// when the response body ends.
 pub async fn send(
     cluster: &Cluster,
     ep: &Endpoint,
     req: Request<RequestBody>,
+    now: Instant,
     connect_time: &mut Option<Duration>,
 ) -> Result<(Response<Incoming>, Option<H1>), ProxyError> {
     let mut req = req;
     for attempt in 0..2 {
-        match checkout(cluster, ep, connect_time).await? {
+        match checkout(cluster, ep, now, connect_time).await? {
             Sender::H1(mut tx) => match tx.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, Some(tx))),
                 Err(mut e) => match e.take_message() {

@@ -185,9 +185,11 @@ pub fn request_id(h: &mut HeaderMap) -> HeaderValue {
         entry => {
             let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
             let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            let s = id.hyphenated().encode_lower(&mut buf);
+            id.hyphenated().encode_lower(&mut buf);
+            // Shared from the start: the id is cloned into the request and the response,
+            // and a copied `Bytes` would allocate again on its first clone.
             // A hyphenated UUID is lowercase hex and '-': always a valid header value.
-            let v = HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(s.as_bytes()))
+            let v = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
                 .expect("a UUID is a valid header value");
             match entry {
                 Entry::Occupied(mut e) => {

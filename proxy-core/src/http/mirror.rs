@@ -137,7 +137,14 @@ async fn shadow_send(cluster: &Cluster, copy: Request<RequestBody>) -> bool {
         return false;
     };
     let _active = endpoint.start_request();
-    let sent = client::send(cluster, &endpoint, copy, &mut None).await;
+    let sent = client::send(
+        cluster,
+        &endpoint,
+        copy,
+        tokio::time::Instant::now(),
+        &mut None,
+    )
+    .await;
     let outcome = match &sent {
         Ok((resp, _)) => Some(Outcome::Response(resp.status().as_u16())),
         Err(e) => Outcome::of_error(e),
