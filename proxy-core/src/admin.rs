@@ -159,11 +159,14 @@ pub fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full
     }
 }
 
-/// The requests that stop or drain the proxy. An admin API bound beyond loopback (injected
-/// ambassadors bind 0.0.0.0 for the kubelet's probes) would otherwise let anything that can
-/// reach the pod stop it; the app beside it, and `kubectl exec`, call from loopback.
-fn stops_the_proxy(method: &Method, path: &str) -> bool {
-    method == Method::POST && matches!(path, "/drain" | "/shutdown" | "/quitquitquit")
+/// What the admin API answers beyond loopback: the kubelet's probes and a Prometheus
+/// scrape. An admin bound past loopback (injected ambassadors bind 0.0.0.0 for the
+/// probes) would otherwise let anything that reaches the pod drain or stop the proxy,
+/// watch its requests (`/tap`) or read its config; the app beside it, `kubectl exec` and
+/// `kubectl port-forward` all arrive on loopback.
+fn served_beyond_loopback(method: &Method, path: &str) -> bool {
+    (method == Method::GET || method == Method::HEAD)
+        && matches!(path, "/live" | "/ready" | "/metrics" | "/stats/prometheus")
 }
 
 /// Serve the admin API until the task is dropped.
@@ -177,10 +180,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let r = if !local_peer && stops_the_proxy(req.method(), req.uri().path()) {
+                let r = if !local_peer && !served_beyond_loopback(req.method(), req.uri().path()) {
                     text(
                         StatusCode::FORBIDDEN,
-                        "POST /drain and /shutdown are taken from loopback only\n",
+                        "beyond loopback only GET /live, /ready and /metrics are served\n",
                     )
                     .map(BodyExt::boxed_unsync)
                 } else {

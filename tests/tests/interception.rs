@@ -855,9 +855,10 @@ async fn mesh_mtls_between_intercepted_pods() {
 }
 
 /// An admin API bound beyond loopback (as injected ambassadors bind theirs, for the
-/// kubelet's probes) answers other pods' reads, but only its own pod may drain or stop it.
+/// kubelet's probes) answers other pods' probes and scrapes; everything else, draining and
+/// stopping first of all, only its own pod may ask.
 #[tokio::test]
-async fn admin_stop_requests_are_taken_from_loopback_only() {
+async fn beyond_loopback_the_admin_serves_probes_and_metrics_only() {
     let net = Network::new(&["a", "b"]);
     let (a, b) = (net.pod(0), net.pod(1));
     let dir = shared_dir();
@@ -900,7 +901,26 @@ async fn admin_stop_requests_are_taken_from_loopback_only() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let remote = format!("http://{}:{ADMIN}", a.addr);
-    assert_eq!(status(b, "GET", &format!("{remote}/ready")), "200");
+    for path in ["/ready", "/live", "/metrics"] {
+        assert_eq!(
+            status(b, "GET", &format!("{remote}{path}")),
+            "200",
+            "{path}"
+        );
+    }
+    for path in [
+        "/config_dump",
+        "/clusters",
+        "/listeners",
+        "/tap",
+        "/debug/failures",
+    ] {
+        assert_eq!(
+            status(b, "GET", &format!("{remote}{path}")),
+            "403",
+            "{path}"
+        );
+    }
     for path in ["/shutdown", "/quitquitquit", "/drain"] {
         assert_eq!(
             status(b, "POST", &format!("{remote}{path}")),
@@ -908,6 +928,8 @@ async fn admin_stop_requests_are_taken_from_loopback_only() {
             "{path}"
         );
     }
+    let local = format!("http://127.0.0.1:{ADMIN}");
+    assert_eq!(status(a, "GET", &format!("{local}/config_dump")), "200");
     sidecar.assert_running();
     assert_eq!(
         status(b, "GET", &format!("{remote}/ready")),
@@ -915,7 +937,6 @@ async fn admin_stop_requests_are_taken_from_loopback_only() {
         "not draining"
     );
 
-    let local = format!("http://127.0.0.1:{ADMIN}");
     assert_eq!(status(a, "POST", &format!("{local}/drain")), "200");
     assert_eq!(status(b, "GET", &format!("{remote}/ready")), "503");
 }
