@@ -147,11 +147,6 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     HopByHop::scan(h).strip(h, upgrade, false);
 }
 
-/// Is this an HTTP/1.1 upgrade request (WebSocket and friends)?
-pub fn is_upgrade(h: &HeaderMap) -> bool {
-    HopByHop::scan(h).is_upgrade()
-}
-
 /// Append the client address to `x-forwarded-for`; set `x-forwarded-proto` when absent.
 /// Uses the entry API: one hash per header instead of a lookup and then an insert.
 pub fn forwarded(h: &mut HeaderMap, client: Option<&HeaderValue>, proto: &'static str) {
@@ -240,7 +235,7 @@ mod tests {
     #[test]
     fn upgrade_keeps_its_headers() {
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
-        assert!(is_upgrade(&h));
+        assert!(HopByHop::scan(&h).is_upgrade());
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "Upgrade");
