@@ -1,6 +1,7 @@
 //! The admin server: `/ready` (200 once the inputs run), `/metrics` (Prometheus text) and,
-//! when tailing files, `POST /shutdown` (alias `POST /quitquitquit`) from loopback: stop as
-//! SIGTERM does, after the lines read so far are written and checkpointed.
+//! when tailing files, `POST /shutdown` (alias `POST /quitquitquit`): stop as SIGTERM does,
+//! after the lines read so far are written and checkpointed. Beyond loopback it serves
+//! what proxy-core's admin does there: the probes and `/metrics`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,22 +16,14 @@ use hyper_util::rt::TokioIo;
 
 use crate::metrics::Stats;
 
-/// `local`: the request came from loopback. Injected adapters bind 0.0.0.0 for the
-/// kubelet's probes; only the pod itself may stop one.
 fn respond(
     stats: &Stats,
     stop: Option<&AtomicBool>,
-    local: bool,
     method: &http::Method,
     path: &str,
 ) -> Response<Full<Bytes>> {
     let post = method == http::Method::POST;
     let (status, content_type, body) = match (path, stop) {
-        ("/shutdown" | "/quitquitquit", Some(_)) if post && !local => (
-            StatusCode::FORBIDDEN,
-            "text/plain",
-            "POST /shutdown is taken from loopback only\n".to_owned(),
-        ),
         ("/shutdown" | "/quitquitquit", Some(stop)) if post => {
             stop.store(true, Ordering::Release);
             (StatusCode::OK, "text/plain", "stopping\n".to_owned())
@@ -103,19 +96,12 @@ pub fn start(
                         continue;
                     };
                     let stats = Arc::clone(&stats);
-                    // Injected adapters bind 0.0.0.0 for the kubelet's probes: only the
-                    // pod itself (loopback) may stop one.
                     let stop = stop.clone();
-                    let local = peer.ip().to_canonical().is_loopback();
                     tokio::spawn(async move {
                         let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                            let response = respond(
-                                &stats,
-                                stop.as_deref(),
-                                local,
-                                req.method(),
-                                req.uri().path(),
-                            );
+                            let (method, path) = (req.method(), req.uri().path());
+                            let response = proxy_core::admin::refusal(peer.ip(), method, path)
+                                .unwrap_or_else(|| respond(&stats, stop.as_deref(), method, path));
                             async move { Ok::<_, Infallible>(response) }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
@@ -136,28 +122,28 @@ mod tests {
     fn shutdown_is_a_post_and_only_when_tailing() {
         let stats = Stats::new(true);
         let stop = AtomicBool::new(false);
-        let get = respond(&stats, Some(&stop), true, &http::Method::GET, "/shutdown");
+        let get = respond(&stats, Some(&stop), &http::Method::GET, "/shutdown");
         assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(get.headers()[http::header::ALLOW], "POST");
         assert!(!stop.load(Ordering::Acquire));
 
         for path in ["/shutdown", "/quitquitquit"] {
             stop.store(false, Ordering::Release);
-            let post = respond(&stats, Some(&stop), true, &http::Method::POST, path);
+            let post = respond(&stats, Some(&stop), &http::Method::POST, path);
             assert_eq!(post.status(), StatusCode::OK, "{path}");
             assert!(stop.load(Ordering::Acquire), "{path}");
         }
 
-        // From beyond the pod: refused, nothing stops.
-        stop.store(false, Ordering::Release);
-        let remote = respond(&stats, Some(&stop), false, &http::Method::POST, "/shutdown");
-        assert_eq!(remote.status(), StatusCode::FORBIDDEN);
-        assert!(!stop.load(Ordering::Acquire));
+        // From beyond the pod: refused before it reaches `respond`; the probes are not.
+        let remote = std::net::IpAddr::from([198, 18, 0, 2]);
+        let refused = proxy_core::admin::refusal(remote, &http::Method::POST, "/shutdown");
+        assert_eq!(refused.map(|r| r.status()), Some(StatusCode::FORBIDDEN));
+        assert!(proxy_core::admin::refusal(remote, &http::Method::GET, "/ready").is_none());
 
         // Running a command, the adapter ends with it: there is nothing to shut down.
-        let run = respond(&stats, None, true, &http::Method::POST, "/shutdown");
+        let run = respond(&stats, None, &http::Method::POST, "/shutdown");
         assert_eq!(run.status(), StatusCode::NOT_FOUND);
-        let ready = respond(&stats, Some(&stop), true, &http::Method::GET, "/ready");
+        let ready = respond(&stats, Some(&stop), &http::Method::GET, "/ready");
         assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

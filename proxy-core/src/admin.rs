@@ -2,6 +2,7 @@
 //! Bound to loopback by default, because it can drain and stop the process.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -159,14 +160,23 @@ pub fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full
     }
 }
 
-/// What the admin API answers beyond loopback: the kubelet's probes and a Prometheus
-/// scrape. An admin bound past loopback (injected ambassadors bind 0.0.0.0 for the
-/// probes) would otherwise let anything that reaches the pod drain or stop the proxy,
-/// watch its requests (`/tap`) or read its config; the app beside it, `kubectl exec` and
-/// `kubectl port-forward` all arrive on loopback.
-fn served_beyond_loopback(method: &Method, path: &str) -> bool {
-    (method == Method::GET || method == Method::HEAD)
-        && matches!(path, "/live" | "/ready" | "/metrics" | "/stats/prometheus")
+/// The answer to a request from `peer` that an admin API must not serve, or `None`.
+///
+/// Beyond loopback only the kubelet's probes and a Prometheus scrape are served
+/// (`GET /live`, `/ready`, `/metrics`). An admin bound past loopback (injected ambassadors
+/// and adapters bind 0.0.0.0 for the probes) would otherwise let anything that reaches the
+/// pod drain or stop the program, watch its requests (`/tap`) or read its config; the app
+/// beside it, `kubectl exec` and `kubectl port-forward` all arrive on loopback. The
+/// adapter's admin server asks the same.
+pub fn refusal(peer: IpAddr, method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
+    let probe_or_scrape = (method == Method::GET || method == Method::HEAD)
+        && matches!(path, "/live" | "/ready" | "/metrics" | "/stats/prometheus");
+    (!probe_or_scrape && !peer.to_canonical().is_loopback()).then(|| {
+        text(
+            StatusCode::FORBIDDEN,
+            "beyond loopback only GET /live, /ready and /metrics are served\n",
+        )
+    })
 }
 
 /// Serve the admin API until the task is dropped.
@@ -176,22 +186,16 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
-        let local_peer = peer.ip().to_canonical().is_loopback();
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let r = if !local_peer && !served_beyond_loopback(req.method(), req.uri().path()) {
-                    text(
-                        StatusCode::FORBIDDEN,
-                        "beyond loopback only GET /live, /ready and /metrics are served\n",
-                    )
-                    .map(BodyExt::boxed_unsync)
-                } else {
-                    match inspect::respond(&state, req.method(), req.uri()) {
+                let r = match refusal(peer.ip(), req.method(), req.uri().path()) {
+                    Some(refused) => refused.map(BodyExt::boxed_unsync),
+                    None => match inspect::respond(&state, req.method(), req.uri()) {
                         Some(r) => r,
                         None => respond(&state, req.method(), req.uri().path())
                             .map(BodyExt::boxed_unsync),
-                    }
+                    },
                 };
                 async move { Ok::<_, Infallible>(r) }
             });
@@ -201,5 +205,32 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beyond_loopback_only_probes_and_metrics_are_served() {
+        let pod = IpAddr::from([198, 18, 0, 2]);
+        for path in ["/live", "/ready", "/metrics", "/stats/prometheus"] {
+            assert!(refusal(pod, &Method::GET, path).is_none(), "{path}");
+        }
+        for (method, path) in [
+            (Method::POST, "/shutdown"),
+            (Method::POST, "/drain"),
+            (Method::GET, "/config_dump"),
+            (Method::GET, "/tap"),
+        ] {
+            let r = refusal(pod, &method, path).map(|r| r.status());
+            assert_eq!(r, Some(StatusCode::FORBIDDEN), "{method} {path}");
+        }
+        // Loopback, IPv4, IPv6 and IPv4-mapped: everything.
+        for local in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            let ip: IpAddr = local.parse().unwrap();
+            assert!(refusal(ip, &Method::POST, "/shutdown").is_none(), "{local}");
+        }
     }
 }
