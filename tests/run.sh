@@ -6,7 +6,8 @@
 # 1. installs the peers the end-to-end tests start (nginx, haproxy, wrk, h2load, promtool, Redis,
 #    iptables, ip, tcpdump, curl) with apt-get when any of them is missing;
 #    kubernetes-validate (PyPI, into target/venv) and checks for kubectl (kustomize);
-# 2. cargo fmt --check, cargo clippy -D warnings, cargo build --release --bins;
+# 2. cargo fmt --check, cargo clippy -D warnings, cargo build --release --bins (one clean,
+#    non-incremental build: about 3 GB under target/);
 # 3. the tests: cargo nextest when it is installed (plus the doc tests, which nextest does not
 #    run), cargo test otherwise;
 # 4. samples/demo.sh for 5 s as a smoke check of the README's first command.
@@ -84,6 +85,16 @@ target/venv/bin/kubernetes-validate --version
 # pkgs.k8s.io or as a static binary.
 command -v kubectl >/dev/null || { echo "kubectl is missing: install kubectl 1.27 or newer (https://kubernetes.io/docs/tasks/tools/)" >&2; exit 1; }
 kubectl version --client
+
+# One clean build, as CI makes it: incremental caches would only add ~1.5 GB of disk that
+# nothing reads again. A developer's own `cargo test` keeps them.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# The build needs about 3 GB under target/ (debug: line tables only; see Cargo.toml). Say so
+# before starting rather than fail at a linker's "Bus error" when the disk runs out.
+free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [ "${free_kb:-0}" -lt $((4 * 1024 * 1024)) ]; then
+  echo "warning: only $((free_kb / 1024)) MiB free on $(df -P . | awk 'NR == 2 { print $6 }'); the build needs about 3 GB" >&2
+fi
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
