@@ -43,6 +43,20 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Wait until an ambassador's admin /ready answers 200 (its listeners are up), then exit
+    /// 0 or run COMMAND: the postStart hook that holds the app back on clusters without
+    /// native sidecars.
+    WaitReady {
+        /// The ambassador's admin address.
+        #[arg(long, default_value = "127.0.0.1:15100")]
+        admin: String,
+        /// Give up (exit 1) after this long.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// The command to run once ready; it replaces this process (exit status, signals).
+        #[arg(last = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 fn report(file: &std::path::Path, errs: &ConfigErrors) -> ExitCode {
@@ -65,6 +79,11 @@ fn main() -> ExitCode {
             Err(errs) => report(&file, &errs),
         },
         Command::Run => run(cli.config, cli.log_format),
+        Command::WaitReady {
+            admin,
+            timeout,
+            command,
+        } => proxy_core::wait_ready::command_line("ambassador", &admin, timeout, &command),
     }
 }
 

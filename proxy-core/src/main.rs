@@ -204,7 +204,7 @@ fn main() -> ExitCode {
             admin,
             timeout,
             command,
-        } => wait_ready(&admin, timeout, &command),
+        } => proxy_core::wait_ready::command_line("sidecar", &admin, timeout, &command),
         Command::Inject { filename, options } => inject(&filename, &options),
         Command::Injector(args) => {
             logging::init(
@@ -258,21 +258,6 @@ fn certs(command: CertsCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn wait_ready(admin: &str, timeout: Duration, command: &[std::ffi::OsString]) -> ExitCode {
-    use proxy_core::wait_ready;
-    if let Err(e) = wait_ready::wait(admin, timeout) {
-        eprintln!("sidecar wait-ready: {e} [{}]", e.reason());
-        return ExitCode::FAILURE;
-    }
-    if command.is_empty() {
-        return ExitCode::SUCCESS;
-    }
-    let e = wait_ready::exec(command);
-    eprintln!("sidecar wait-ready: {e} [{}]", e.reason());
-    // As a shell does for a command it cannot run.
-    ExitCode::from(127)
 }
 
 fn inject(file: &std::path::Path, options: &proxy_core::inject::InjectOptions) -> ExitCode {

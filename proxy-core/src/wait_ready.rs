@@ -1,4 +1,5 @@
-//! `sidecar wait-ready`: hold something back until the sidecar is ready.
+//! `sidecar wait-ready` and `ambassador wait-ready`: hold something back until a proxy of
+//! the suite is ready.
 //!
 //! Kubernetes before 1.29 has no native sidecars: the app may start (and make its first
 //! calls) before the proxy listens. `wait-ready` polls the admin API's `/ready` until it
@@ -8,6 +9,7 @@
 //! container).
 
 use std::ffi::OsString;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,7 +26,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
-    #[error("the sidecar at {admin} was not ready within {timeout}: {last}", timeout = humantime::format_duration(*.timeout))]
+    #[error("the admin API at {admin} was not ready within {timeout}: {last}", timeout = humantime::format_duration(*.timeout))]
     NotReady {
         admin: String,
         timeout: Duration,
@@ -45,6 +47,27 @@ impl WaitError {
             WaitError::Runtime(_) => "runtime",
         }
     }
+}
+
+/// The `wait-ready` subcommand of `program`: wait, then exit 0 or become `command`. Errors
+/// go to stderr as `PROGRAM wait-ready: what [reason]`: exit 1 when not ready in time, 127
+/// (as a shell does) when the command cannot be started.
+pub fn command_line(
+    program: &str,
+    admin: &str,
+    timeout: Duration,
+    command: &[OsString],
+) -> ExitCode {
+    if let Err(e) = wait(admin, timeout) {
+        eprintln!("{program} wait-ready: {e} [{}]", e.reason());
+        return ExitCode::FAILURE;
+    }
+    if command.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    let e = exec(command);
+    eprintln!("{program} wait-ready: {e} [{}]", e.reason());
+    ExitCode::from(127)
 }
 
 /// Poll `http://{admin}/ready` until it answers 200 or `timeout` passes. The error carries

@@ -548,3 +548,42 @@ fn check_config_reports_every_problem_with_its_path_and_exits_64() {
         "{stderr}"
     );
 }
+
+/// `ambassador wait-ready ADDR --timeout T [-- COMMAND]`, run to its end.
+fn wait_ready(admin: &str, timeout: &str, command: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(e2e_tests::ambassador::binary());
+    cmd.args(["wait-ready", "--admin", admin, "--timeout", timeout]);
+    if !command.is_empty() {
+        cmd.arg("--").args(command);
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .output()
+        .expect("run ambassador wait-ready")
+}
+
+/// The postStart hook `inject --placement container` gives the ambassador: it holds the
+/// app's container back with exit 1 and the reason while the ambassador does not answer, and
+/// lets it start (exit 0, or the command's own status) once `/ready` says 200.
+#[tokio::test]
+async fn wait_ready_holds_back_until_the_ambassador_is_ready() {
+    let refusing = e2e_tests::ports::refusing();
+    let out = wait_ready(&refusing.addr().to_string(), "1s", &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "ambassador wait-ready: the admin API at {} was not ready within 1s",
+            refusing.addr()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[not_ready]"), "{stderr}");
+
+    let routes = "  - {name: h, match: {prefix: /h/}, upstream: \"https://127.0.0.1:9\", credential: {type: header, header: x-api-key, secret: {value: k1}}}\n";
+    let amb = Ambassador::start(tempfile::tempdir().unwrap(), routes, &[]).await;
+    let admin = amb.admin.addr().to_string();
+    let out = wait_ready(&admin, "5s", &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = wait_ready(&admin, "5s", &["sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "the command's status: {out:?}");
+}

@@ -688,7 +688,7 @@ async fn wait_ready_gives_up_after_its_timeout_with_the_reason() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!(
-            "sidecar wait-ready: the sidecar at {} was not ready within 1s",
+            "sidecar wait-ready: the admin API at {} was not ready within 1s",
             refusing.addr()
         )),
         "{stderr}"

@@ -338,7 +338,9 @@ pub fn sidecar(opts: &InjectOptions, native: bool) -> Container {
 
 /// The ambassador, its config from a ConfigMap (key `ambassador.yaml`) and, when given, a
 /// Secret mounted at /var/run/secrets/ambassador. `native`: an init container with
-/// `restartPolicy: Always`; else a regular container.
+/// `restartPolicy: Always` whose startupProbe holds the app back; else a regular container
+/// whose postStart hook (`ambassador wait-ready`) does: a startupProbe does not hold back
+/// the next regular container, so the app's first calls could find nothing listening.
 pub fn ambassador(opts: &InjectOptions, with_secret: bool, native: bool) -> Container {
     let mut volume_mounts = vec![mount(AMBASSADOR_CONFIG_VOLUME, "/etc/ambassador", true)];
     if with_secret {
@@ -369,7 +371,20 @@ pub fn ambassador(opts: &InjectOptions, with_secret: bool, native: bool) -> Cont
             name: "amb-admin",
             container_port: AMBASSADOR_ADMIN_PORT,
         }],
-        lifecycle: None,
+        lifecycle: (!native).then(|| Lifecycle {
+            post_start: ExecHandler {
+                exec: ExecCommand {
+                    command: vec![
+                        "ambassador".into(),
+                        "wait-ready".into(),
+                        "--admin".into(),
+                        format!("127.0.0.1:{AMBASSADOR_ADMIN_PORT}"),
+                        "--timeout".into(),
+                        "60s".into(),
+                    ],
+                },
+            },
+        }),
         startup_probe: Some(http_probe("/ready", "amb-admin", 1, 60)),
         readiness_probe: Some(http_probe("/ready", "amb-admin", 5, 2)),
         liveness_probe: Some(http_probe("/live", "amb-admin", 10, 3)),

@@ -186,6 +186,34 @@ spec:
     for c in spec["containers"].as_sequence().unwrap() {
         assert!(c.get("restartPolicy").is_none(), "{c:?}");
     }
+    // The kubelet starts the next regular container only when a postStart hook returns:
+    // the ambassador's holds the app until the ambassador is ready, as the sidecar's does.
+    let hook = |i: usize| {
+        spec["containers"][i]["lifecycle"]["postStart"]["exec"]["command"]
+            .as_sequence()
+            .map(|c| c.iter().filter_map(|a| a.as_str()).collect::<Vec<_>>())
+    };
+    assert_eq!(
+        hook(1).as_deref(),
+        Some(
+            &[
+                "ambassador",
+                "wait-ready",
+                "--admin",
+                "127.0.0.1:15100",
+                "--timeout",
+                "60s"
+            ][..]
+        )
+    );
+    assert_eq!(
+        hook(0).as_ref().map(|c| c[..2].to_vec()),
+        Some(vec!["sidecar", "wait-ready"])
+    );
+    assert!(
+        hook(2).is_none(),
+        "the adapter holds nothing back: it reads the logs from their start"
+    );
     let status: serde_json::Value = serde_json::from_str(
         doc["metadata"]["annotations"]["sidecar.suite/status"]
             .as_str()
