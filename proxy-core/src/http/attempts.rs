@@ -59,9 +59,12 @@ async fn send_within(
     let sent_at = Instant::now();
     let started = tap.attempt_start(sent_at);
     let mut connect = None;
-    let sending = client::send(cluster, endpoint, req, sent_at, &mut connect);
     // The deadline from the clock read just taken: one read fewer than `timeout`.
-    let outcome = match tokio::time::timeout_at(sent_at + limit, sending).await {
+    let sending = tokio::time::timeout_at(
+        sent_at + limit,
+        client::send(cluster, endpoint, req, sent_at, &mut connect),
+    );
+    let outcome = match sending.await {
         Ok(outcome) => outcome,
         Err(_) if per_try => {
             cluster.stats.per_try_timeouts.inc();

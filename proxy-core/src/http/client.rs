@@ -318,11 +318,10 @@ pub async fn checkout(
 pub async fn send(
     cluster: &Cluster,
     ep: &Endpoint,
-    req: Request<RequestBody>,
+    mut req: Request<RequestBody>,
     now: Instant,
     connect_time: &mut Option<Duration>,
 ) -> Result<(Response<Incoming>, Option<H1>), ProxyError> {
-    let mut req = req;
     for attempt in 0..2 {
         match checkout(cluster, ep, now, connect_time).await? {
             Sender::H1(mut tx) => match tx.try_send_request(req).await {
