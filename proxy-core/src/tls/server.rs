@@ -210,11 +210,15 @@ pub async fn accept(
     tokio_rustls::server::TlsStream<TcpStream>,
     Arc<PeerIdentity>,
 )> {
-    let stream = match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
+    // Fallible: a failed handshake hands the socket back, so the failure is counted before
+    // the socket closes. A client that sees the close and then reads /metrics finds it.
+    let accepting = tls.acceptor.accept(stream).into_fallible();
+    let stream = match tokio::time::timeout(timeout, accepting).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+        Ok(Err((e, socket))) => {
             let reason = failure::reason(&e);
             tls.stats.failure(reason);
+            drop(socket);
             // A peer that hangs up mid-handshake (a TCP probe, a port scan) says nothing
             // about certificates: counted, logged only at debug.
             if matches!(reason, "io_error" | "connection_closed") {
