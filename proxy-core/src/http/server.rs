@@ -108,7 +108,9 @@ pub async fn serve_as<S>(
             .max_concurrent_streams(cfg.max_concurrent_streams)
             .max_header_list_size(header_limit.saturating_mul(2))
             .serve_connection(io, svc);
-        drive(conn, |c| c.graceful_shutdown(), finish, remote).await;
+        // Boxed: an HTTP/2 connection's state is several times an HTTP/1 one's, and inline
+        // every connection's task would carry (and copy on spawn) its room.
+        Box::pin(drive(conn, |c| c.graceful_shutdown(), finish, remote)).await;
     } else {
         // hyper's own parser limits sit above ours, so that requests between our limit and
         // its get our explained 431 rather than its bare one.
