@@ -38,6 +38,8 @@
 #   TARGETS="direct sidecar nginx haproxy"  BASE_PORT=18380 (upstream BASE, nginx +1, haproxy +2,
 #   sidecar +3, sidecar admin +4, mtls A +5, mtls B +6, their admins +7 +8, amb +9, amb-cred +10, their admins +11 +12, floor +13)  HS_DUR=4  PIN=1 LOADGEN_CPU=0 SERVER_CPU=1  BUILD=1  SIDECAR_BIN
 #   OUT=file (save the table)  KEEP=1 (keep the temp dir with configs, logs and wrk outputs)
+#   CLOSE=1 (every request on a new connection: wrk sends `Connection: close`, so the figures
+#   include the accept, the connection's set-up and its teardown in each proxy)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -47,6 +49,7 @@ BASE_PORT=${BASE_PORT:-18380}
 TARGETS=${TARGETS:-"direct sidecar nginx haproxy mtls"}
 HS_DUR=${HS_DUR:-4}
 BUILD=${BUILD:-1}
+CLOSE=${CLOSE:-0}
 # .cargo/config.toml builds for the named host tuple: the binaries are under it.
 REL=target/$(rustc --print host-tuple)/release
 SIDECAR_BIN=${SIDECAR_BIN:-$REL/sidecar}
@@ -137,13 +140,14 @@ start() { # start NAME CMD...: a server in the background on SERVER_CPU; sets PI
   PID[$name]=$!
 }
 loadgen() { # loadgen SECONDS WRK-ARGS...: wrk on LOADGEN_CPU, killed if it overruns by 10 s
-  local secs=$1 pin=() rc=0
+  local secs=$1 pin=() close=() rc=0
   shift
   [ "$PIN" = 1 ] && pin=(taskset -c "$LOADGEN_CPU")
+  [ "$CLOSE" = 1 ] && close=(-H "Connection: close")
   # In the background with `wait`, so Ctrl-C stops the run at once instead of after wrk ends
   # (`timeout` keeps wrk out of the terminal's process group, and bash runs a trap only
   # after its foreground command is done).
-  timeout -k 2 $((secs + 10)) "${pin[@]}" wrk "$@" &
+  timeout -k 2 $((secs + 10)) "${pin[@]}" wrk "${close[@]}" "$@" &
   LOADGEN_PID=$!
   wait "$LOADGEN_PID" || rc=$?
   LOADGEN_PID=""
@@ -441,6 +445,7 @@ if has_target mtls; then
 fi
 cat "$TMP/table.txt"
 echo "# medians of $REPEAT; columns: tests/benches/README.md. req/s, p50, p99 at $CONNS connections; c1 = one connection, serial requests."
+if [ "$CLOSE" = 1 ]; then echo "# CLOSE=1: a new connection for every request (wrk -H 'Connection: close')"; fi
 if [ -n "${OUT:-}" ]; then cp "$TMP/table.txt" "$OUT"; echo "# table saved to $OUT" >&2; fi
 
 errs=0
