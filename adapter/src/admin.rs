@@ -14,6 +14,8 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
+use proxy_core::admin::{method_not_allowed, metrics_text, text};
+
 use crate::metrics::Stats;
 
 fn respond(
@@ -22,52 +24,16 @@ fn respond(
     method: &http::Method,
     path: &str,
 ) -> Response<Full<Bytes>> {
-    let post = method == http::Method::POST;
-    let (status, content_type, body) = match (path, stop) {
-        ("/shutdown" | "/quitquitquit", Some(stop)) if post => {
+    match (path, stop) {
+        ("/shutdown" | "/quitquitquit", Some(stop)) if method == http::Method::POST => {
             stop.store(true, Ordering::Release);
-            (StatusCode::OK, "text/plain", "stopping\n".to_owned())
+            text(StatusCode::OK, "stopping\n")
         }
-        ("/shutdown" | "/quitquitquit", Some(_)) => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "use POST\n".to_owned(),
-        ),
-        (path, _) => respond_get(stats, path),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(value) = http::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_TYPE, value);
-    }
-    if status == StatusCode::METHOD_NOT_ALLOWED {
-        response
-            .headers_mut()
-            .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
-    }
-    response
-}
-
-fn respond_get(stats: &Stats, path: &str) -> (StatusCode, &'static str, String) {
-    match path {
-        "/metrics" => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            stats.encode(),
-        ),
-        "/ready" if stats.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
-        "/ready" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "starting\n".to_owned(),
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found\n".to_owned(),
-        ),
+        ("/shutdown" | "/quitquitquit", Some(_)) => method_not_allowed("POST"),
+        ("/metrics", _) => metrics_text(stats.encode()),
+        ("/ready", _) if stats.is_ready() => text(StatusCode::OK, "ready\n"),
+        ("/ready", _) => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 

@@ -54,13 +54,34 @@ struct ListenerView<'a> {
     cluster: Option<&'a str>,
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+/// A plain-text answer; the adapter's admin server answers with these too.
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         "text/plain; charset=utf-8".parse().expect("static"),
     );
+    r
+}
+
+/// Metrics in the Prometheus text format.
+pub fn metrics_text(body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = text(StatusCode::OK, body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "text/plain; version=0.0.4; charset=utf-8"
+            .parse()
+            .expect("static"),
+    );
+    r
+}
+
+/// `405` for a known path asked with the wrong method, saying which one it takes.
+pub fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    r.headers_mut()
+        .insert(header::ALLOW, http::HeaderValue::from_static(allow));
     r
 }
 
@@ -94,16 +115,7 @@ pub fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
             }
         }
-        "/metrics" | "/stats/prometheus" if get => {
-            let mut r = text(StatusCode::OK, state.metrics.encode());
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8"
-                    .parse()
-                    .expect("static"),
-            );
-            r
-        }
+        "/metrics" | "/stats/prometheus" if get => metrics_text(state.metrics.encode()),
         "/clusters" if get => {
             let snap = state.snapshot.load();
             let mut clusters: Vec<_> = snap.clusters.values().map(|c| c.admin_view()).collect();
@@ -142,17 +154,8 @@ pub fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full
             text(StatusCode::OK, "shutting down\n")
         }
         "/live" | "/ready" | "/metrics" | "/stats/prometheus" | "/clusters" | "/listeners"
-        | "/config_dump" | "/drain" | "/shutdown" | "/quitquitquit" => {
-            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-            let allow = if matches!(path, "/drain" | "/shutdown" | "/quitquitquit") {
-                "POST"
-            } else {
-                "GET"
-            };
-            r.headers_mut()
-                .insert(header::ALLOW, allow.parse().expect("static"));
-            r
-        }
+        | "/config_dump" => method_not_allowed("GET"),
+        "/drain" | "/shutdown" | "/quitquitquit" => method_not_allowed("POST"),
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; try /live /ready /metrics /clusters /listeners /config_dump /tap /debug/failures, POST /drain /shutdown\n",
@@ -189,14 +192,13 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let r = match refusal(peer.ip(), req.method(), req.uri().path()) {
-                    Some(refused) => refused.map(BodyExt::boxed_unsync),
-                    None => match inspect::respond(&state, req.method(), req.uri()) {
-                        Some(r) => r,
-                        None => respond(&state, req.method(), req.uri().path())
-                            .map(BodyExt::boxed_unsync),
-                    },
-                };
+                let (method, uri) = (req.method(), req.uri());
+                let r = refusal(peer.ip(), method, uri.path())
+                    .map(|refused| refused.map(BodyExt::boxed_unsync))
+                    .or_else(|| inspect::respond(&state, method, uri))
+                    .unwrap_or_else(|| {
+                        respond(&state, method, uri.path()).map(BodyExt::boxed_unsync)
+                    });
                 async move { Ok::<_, Infallible>(r) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
