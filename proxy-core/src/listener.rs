@@ -89,10 +89,7 @@ pub async fn run(a: Accept) {
                     drain,
                 ))
                 .await;
-                ctx.stats.active_connections.dec();
-                return;
-            }
-            if let Some(tls) = routes.tls.clone() {
+            } else if let Some(tls) = routes.tls.clone() {
                 Box::pin(crate::tls::server::serve(
                     stream,
                     remote,
@@ -102,20 +99,16 @@ pub async fn run(a: Accept) {
                     drain,
                 ))
                 .await;
-                ctx.stats.active_connections.dec();
-                return;
-            }
-            match (cfg.protocol, &routes.cluster) {
-                (ListenerProtocol::Tcp, Some(cluster)) => {
-                    Box::pin(crate::tcp::proxy(
-                        stream,
-                        cluster.clone(),
-                        cfg.idle_timeout.get(),
-                        &ctx.stats,
-                    ))
-                    .await
-                }
-                _ => crate::http::server::serve(stream, remote, cfg, ctx.clone(), drain).await,
+            } else if let (ListenerProtocol::Tcp, Some(cluster)) = (cfg.protocol, &routes.cluster) {
+                Box::pin(crate::tcp::proxy(
+                    stream,
+                    cluster.clone(),
+                    cfg.idle_timeout.get(),
+                    &ctx.stats,
+                ))
+                .await;
+            } else {
+                crate::http::server::serve(stream, remote, cfg, ctx.clone(), drain).await;
             }
             ctx.stats.active_connections.dec();
         });
