@@ -424,3 +424,17 @@ impl Drop for Sidecar {
         }
     }
 }
+
+/// `PROGRAM wait-ready --admin ADMIN --timeout TIMEOUT [-- COMMAND...]` with its output
+/// piped, for `program` the sidecar's or the ambassador's binary (both have the command).
+pub fn wait_ready_command(program: &Path, admin: &str, timeout: &str, command: &[&str]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(["wait-ready", "--admin", admin, "--timeout", timeout]);
+    if !command.is_empty() {
+        cmd.arg("--").args(command);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}

@@ -551,12 +551,8 @@ fn check_config_reports_every_problem_with_its_path_and_exits_64() {
 
 /// `ambassador wait-ready ADDR --timeout T [-- COMMAND]`, run to its end.
 fn wait_ready(admin: &str, timeout: &str, command: &[&str]) -> std::process::Output {
-    let mut cmd = std::process::Command::new(e2e_tests::ambassador::binary());
-    cmd.args(["wait-ready", "--admin", admin, "--timeout", timeout]);
-    if !command.is_empty() {
-        cmd.arg("--").args(command);
-    }
-    cmd.stdin(std::process::Stdio::null())
+    let binary = e2e_tests::ambassador::binary();
+    e2e_tests::process::wait_ready_command(&binary, admin, timeout, command)
         .output()
         .expect("run ambassador wait-ready")
 }

@@ -5,7 +5,7 @@
 //! reviews are denied with a message; `sidecar wait-ready` waits for a real sidecar.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use e2e_tests::kube::{self, Injector};
@@ -621,14 +621,7 @@ async fn the_injector_denies_malformed_input_with_a_message_and_keeps_serving() 
 }
 
 fn spawn_wait_ready(admin: &str, timeout: &str, command: &[&str]) -> std::process::Child {
-    let mut cmd = Command::new(process::binary());
-    cmd.args(["wait-ready", "--admin", admin, "--timeout", timeout]);
-    if !command.is_empty() {
-        cmd.arg("--").args(command);
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    process::wait_ready_command(&process::binary(), admin, timeout, command)
         .spawn()
         .expect("spawn sidecar wait-ready")
 }
