@@ -4,6 +4,8 @@
 #
 #   bash samples/demo.sh                  runs until Ctrl-C
 #   DEMO_SECONDS=5 bash samples/demo.sh   stops by itself 5 s after its checks (the CI run)
+#   DEMO_BUILD=0 bash samples/demo.sh     runs the binaries already built (tests/run.sh: the
+#                                         profile-guided ones deploy/pgo-build.sh made)
 #
 # What runs (ports on 127.0.0.1; configs in samples/, logs in target/demo/logs/):
 #   order 18081 ─► sidecar 18101 (admin 18100) ─mTLS─► sidecar 18201 (admin 18200)
@@ -49,12 +51,17 @@ for port in "${PORTS[@]}"; do
   listening "$H:$port" && die "$H:$port is already in use; stop what listens there (an earlier demo?) and retry"
 done
 
-say "building release binaries (cargo build --release --bins)"
-cargo build --release --bins
+if [ "${DEMO_BUILD:-1}" = 1 ]; then
+  say "building release binaries (cargo build --release --bins)"
+  cargo build --release --bins
+fi
 # .cargo/config.toml builds for the named host tuple, so the binaries are under it; on PATH,
 # the adapter's config can start `sample` by name.
 BIN=target/$(rustc --print host-tuple)/release
 export PATH="$PWD/$BIN:$PATH"
+for b in sidecar ambassador adapter demo-app sample; do
+  [ -x "$BIN/$b" ] || die "$BIN/$b is missing: cargo build --release --bins (or run without DEMO_BUILD=0)"
+done
 if [ ! -d tests/oauth/node_modules/oauth2-mock-server ]; then
   say "installing the token server (npm ci --prefix tests/oauth)"
   npm ci --prefix tests/oauth --no-audit --no-fund

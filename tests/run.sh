@@ -4,9 +4,11 @@
 #   bash tests/run.sh
 #
 # 1. installs the peers the end-to-end tests start (nginx, haproxy, wrk, h2load, promtool, Redis,
-#    iptables, ip, tcpdump, curl) with apt-get when any of them is missing;
+#    iptables, ip, tcpdump, curl; openssl and GNU time for the build's training run) with
+#    apt-get when any of them is missing;
 #    kubernetes-validate (PyPI, into target/venv) and checks for kubectl (kustomize);
-# 2. cargo fmt --check, cargo clippy -D warnings, cargo build --release --bins (one clean,
+# 2. cargo fmt --check, cargo clippy -D warnings, the release build as it ships
+#    (deploy/pgo-build.sh: instrumented build, training run, optimised build; one clean,
 #    non-incremental build: about 3 GB under target/);
 # 3. the tests: cargo nextest when it is installed (plus the doc tests, which nextest does not
 #    run), cargo test otherwise;
@@ -44,7 +46,7 @@ rust_minor=$(rustc --version | sed -nE 's/^rustc 1\.([0-9]+)\..*/\1/p')
 declare -A PKG=(
   [nginx]=nginx [haproxy]=haproxy [wrk]=wrk [h2load]=nghttp2-client [promtool]=prometheus [prometheus]=prometheus
   [redis-server]=redis-server [iptables]=iptables [ip]=iproute2 [tcpdump]=tcpdump [curl]=curl
-  [python3]=python3
+  [python3]=python3 [openssl]=openssl [/usr/bin/time]=time
 )
 step "test peers: ${!PKG[*]}"
 missing=()
@@ -56,7 +58,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   "${SUDO[@]}" apt-get update
   "${SUDO[@]}" apt-get install -y --no-install-recommends \
-    nginx haproxy wrk nghttp2-client prometheus redis-server iptables iproute2 tcpdump curl python3
+    nginx haproxy wrk nghttp2-client prometheus redis-server iptables iproute2 tcpdump curl python3 \
+    openssl time
   for cmd in "${!PKG[@]}"; do
     command -v "$cmd" >/dev/null || { echo "still missing after apt-get: $cmd (${PKG[$cmd]})" >&2; exit 1; }
   done
@@ -102,8 +105,9 @@ cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo build --release --bins"
-cargo build --release --bins
+# The tests run the binaries as they ship: built with a profile of their hot paths.
+step "deploy/pgo-build.sh (cargo build --release --bins, profile-guided)"
+bash deploy/pgo-build.sh
 
 LOG=$(mktemp /tmp/run-tests.XXXXXX)
 trap 'on_exit; rm -f "$LOG"' EXIT
@@ -128,7 +132,7 @@ read -r passed failed < <(awk '
 [ "$passed" -gt 0 ] || { echo "run.sh: the test runner ran no test" >&2; exit 1; }
 
 step "samples/demo.sh (DEMO_SECONDS=5)"
-DEMO_SECONDS=5 bash samples/demo.sh
+DEMO_SECONDS=5 DEMO_BUILD=0 bash samples/demo.sh
 
 CURRENT=finished
 printf '\nrun.sh: every step passed in %d s\n' $((SECONDS - T0))

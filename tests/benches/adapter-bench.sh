@@ -22,7 +22,7 @@ BUILD="${BUILD:-1}"
 OUT="${OUT:-}"
 # .cargo/config.toml builds for the named host tuple: the binaries are under it.
 REL=target/$(rustc --print host-tuple)/release
-BIN="$ROOT/$REL/adapter"
+BIN="${ADAPTER_BIN:-$ROOT/$REL/adapter}"
 
 for tool in python3 taskset /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "adapter-bench: $tool is required" >&2; exit 1; }
@@ -35,7 +35,8 @@ fi
 mkdir -p "$WORK"
 
 if [[ "$BUILD" == 1 ]]; then
-  (cd "$ROOT" && cargo build --release -p adapter --bin adapter)
+  # As released: profile-guided (deploy/pgo-build.sh builds and trains all three programs).
+  (cd "$ROOT" && bash deploy/pgo-build.sh)
 fi
 [[ -x "$BIN" ]] || { echo "adapter-bench: $BIN missing (run with BUILD=1)" >&2; exit 1; }
 

@@ -7,8 +7,9 @@
 #
 # Targets (all on 127.0.0.1, each from a config generated in a temp dir, never a system service):
 #   direct   the upstream itself: nginx, 1 worker, `return 200` with a small fixed body
-#   sidecar  target/<host tuple>/release/sidecar (built first unless BUILD=0; SIDECAR_BIN overrides the path):
-#            runtime.worker_threads: 1, metrics on (they always are), no access log
+#   sidecar  target/<host tuple>/release/sidecar (built first, as released, by deploy/pgo-build.sh
+#            unless BUILD=0; SIDECAR_BIN overrides the path, e.g. to a plain `cargo build
+#            --release` copy): runtime.worker_threads: 1, metrics on (they always are), no access log
 #   nginx    nginx reverse proxy, 1 worker, upstream keep-alive pool
 #   haproxy  haproxy reverse proxy, nbthread 1, http-reuse always
 #   floor    the `hyper_floor` example of the tests crate (built first unless BUILD=0): a bare
@@ -93,8 +94,8 @@ fi
 
 if has_target sidecar || has_target mtls || has_target amb || has_target amb-cred; then
   if [ "$BUILD" = 1 ]; then
-    echo "# building: cargo build --release --bins" >&2
-    cargo build --release --bins >&2
+    echo "# building as released: deploy/pgo-build.sh (profile-guided; about twice a plain build)" >&2
+    bash deploy/pgo-build.sh >&2
   fi
   if has_target sidecar; then
     [ -x "$SIDECAR_BIN" ] || fail "$SIDECAR_BIN not found: cargo build --release --bins"
