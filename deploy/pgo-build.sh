@@ -13,8 +13,8 @@
 #    mTLS hop between two sidecars, the ambassador injecting a credential;
 #    tests/benches/adapter-bench.sh: every log format), and write their counts when they
 #    exit;
-# 3. `llvm-profdata merge` (rustup's llvm-tools, installed here when missing: Debian's
-#    llvm-profdata is older than rustc's LLVM and cannot read its counts);
+# 3. `llvm-profdata merge`, with the tool of rustc's own LLVM major (rustup's llvm-tools,
+#    installed here when missing; else Debian's llvm-N; or LLVM_PROFDATA=PATH);
 # 4. `cargo build --release --bins` with `-Cprofile-use`: LLVM inlines, lays out and orders
 #    branches by what ran (the sample services are built too, from no profile of their own).
 #
@@ -34,12 +34,32 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 HOST=$(rustc --print host-tuple)
-PROFDATA="$(rustc --print sysroot)/lib/rustlib/$HOST/bin/llvm-profdata"
-if [ ! -x "$PROFDATA" ]; then
+# llvm-profdata of rustc's own LLVM major version: the raw counts' format changes between
+# majors. rustup's llvm-tools first; else Debian's llvm-N of the same major.
+LLVM_MAJOR=$(rustc -vV | sed -nE 's/^LLVM version: ([0-9]+).*/\1/p')
+find_profdata() {
+  local p
+  for p in "${LLVM_PROFDATA:-}" "$(rustc --print sysroot)/lib/rustlib/$HOST/bin/llvm-profdata" \
+    "/usr/lib/llvm-$LLVM_MAJOR/bin/llvm-profdata"; do
+    [ -n "$p" ] && [ -x "$p" ] && { echo "$p"; return 0; }
+  done
+  return 1
+}
+if ! PROFDATA=$(find_profdata); then
   echo "pgo-build: installing rustup's llvm-tools for llvm-profdata" >&2
-  rustup component add llvm-tools
-  [ -x "$PROFDATA" ] || { echo "pgo-build: $PROFDATA is still missing" >&2; exit 1; }
+  if ! rustup component add llvm-tools; then
+    echo "pgo-build: rustup could not install llvm-tools; trying Debian's llvm-$LLVM_MAJOR" >&2
+    SUDO=()
+    [ "$(id -u)" = 0 ] || SUDO=(sudo)
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "llvm-$LLVM_MAJOR" ||
+      { "${SUDO[@]}" apt-get update && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "llvm-$LLVM_MAJOR"; }
+  fi
+  PROFDATA=$(find_profdata) || {
+    echo "pgo-build: no llvm-profdata for LLVM $LLVM_MAJOR (rustup component add llvm-tools, or apt-get install llvm-$LLVM_MAJOR, or set LLVM_PROFDATA)" >&2
+    exit 1
+  }
 fi
+echo "# pgo-build: llvm-profdata: $PROFDATA" >&2
 
 PGO_DIR="$PWD/target/pgo"
 rm -rf "$PGO_DIR"
