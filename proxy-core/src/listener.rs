@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ListenerProtocol;
 use crate::http::proxy::ListenerCtx;
+use crate::http::supervise::Supervisor;
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::Metrics;
 
@@ -36,7 +37,7 @@ pub struct Accept {
     pub metrics: Metrics,
     /// Stop accepting when this turns true.
     pub stop: watch::Receiver<bool>,
-    /// Ask open connections to finish when this turns true.
+    /// Ask open connections to finish when this turns true (`http::supervise`).
     pub drain: watch::Receiver<bool>,
     pub tracker: TaskTracker,
 }
@@ -49,6 +50,7 @@ pub async fn run(a: Accept) {
         name: a.name.as_str().into(),
         stats,
         snapshot: a.snapshot.clone(),
+        supervisor: Supervisor::start(a.drain.clone()),
     });
     let mut stop = a.stop;
     loop {
@@ -70,7 +72,6 @@ pub async fn run(a: Accept) {
         };
         drop(snap);
         let ctx = ctx.clone();
-        let drain = a.drain.clone();
         // Every path but plain HTTP/1 is boxed (here, and HTTP/2 in `serve_as`): their
         // futures (detection, a TLS session, HTTP over either, a TCP relay) made every
         // connection's task 12 KB, copied five times on spawn, where plain HTTP/1 needs a
@@ -86,7 +87,6 @@ pub async fn run(a: Accept) {
                     remote,
                     routes,
                     ctx.clone(),
-                    drain,
                 ))
                 .await;
             } else if let Some(tls) = routes.tls.clone() {
@@ -96,7 +96,6 @@ pub async fn run(a: Accept) {
                     tls,
                     routes.clone(),
                     ctx.clone(),
-                    drain,
                 ))
                 .await;
             } else if let (ListenerProtocol::Tcp, Some(cluster)) = (cfg.protocol, &routes.cluster) {
@@ -108,7 +107,7 @@ pub async fn run(a: Accept) {
                 ))
                 .await;
             } else {
-                crate::http::server::serve(stream, remote, cfg, ctx.clone(), drain).await;
+                crate::http::server::serve(stream, remote, cfg, ctx.clone()).await;
             }
             ctx.stats.active_connections.dec();
         });

@@ -10,3 +10,4 @@ pub mod inject;
 pub mod mirror;
 pub mod proxy;
 pub mod server;
+pub mod supervise;

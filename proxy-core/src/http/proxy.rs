@@ -46,6 +46,8 @@ pub struct ListenerCtx {
     pub name: Arc<str>,
     pub stats: ListenerStats,
     pub snapshot: Arc<arc_swap::ArcSwap<Snapshot>>,
+    /// The connections' idle and header timeouts and the drain, in one sweep.
+    pub supervisor: super::supervise::Supervisor,
 }
 
 /// The client end of one downstream connection, worked out once per connection.

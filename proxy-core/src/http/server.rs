@@ -11,27 +11,21 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use super::proxy::{self, Downstream, ListenerCtx};
+use super::supervise::Finish;
 use crate::config::{Listener, ListenerProtocol};
 use crate::observed::ObservedStream;
 use crate::tls::server::PeerIdentity;
 
-pub async fn serve(
-    stream: TcpStream,
-    remote: SocketAddr,
-    cfg: &Listener,
-    ctx: Arc<ListenerCtx>,
-    drain: watch::Receiver<bool>,
-) {
+pub async fn serve(stream: TcpStream, remote: SocketAddr, cfg: &Listener, ctx: Arc<ListenerCtx>) {
     let _ = stream.set_nodelay(true);
     let h2 = match cfg.protocol {
         ListenerProtocol::Http2 => true,
@@ -43,7 +37,7 @@ pub async fn serve(
             }
         }
     };
-    serve_as(stream, Downstream::new(remote), h2, cfg, ctx, drain).await;
+    serve_as(stream, Downstream::new(remote), h2, cfg, ctx).await;
 }
 
 /// Serve HTTP on an established byte stream (a TCP socket, or an mTLS session with the
@@ -55,13 +49,12 @@ pub async fn serve_conn<S>(
     h2: bool,
     cfg: &Listener,
     ctx: Arc<ListenerCtx>,
-    drain: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut down = Downstream::new(remote);
     down.peer = peer;
-    serve_as(stream, down, h2, cfg, ctx, drain).await;
+    serve_as(stream, down, h2, cfg, ctx).await;
 }
 
 /// Serve a connection whose protocol is already known (`h2`: HTTP/2, else HTTP/1), for
@@ -72,26 +65,19 @@ pub async fn serve_as<S>(
     h2: bool,
     cfg: &Listener,
     ctx: Arc<ListenerCtx>,
-    mut drain: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let remote = down.remote;
     let down = Arc::new(down);
-    // The connection's timeouts and a drain are watched by a task of their own: the
+    // The connection's timeouts and a drain are watched by the listener's supervisor: the
     // connection task wakes several times per request, and polling a oneshot there is much
     // cheaper than polling timers and a watch channel (or resetting a header timer for
     // every request, as hyper's own header timeout does).
-    let (finish_tx, finish) = oneshot::channel::<Finish>();
     let header_timeout = (!h2).then(|| cfg.request_header_timeout.get());
-    let timeouts = supervise(down.clone(), cfg.idle_timeout.get(), header_timeout);
-    let watcher = tokio::spawn(async move {
-        let how = tokio::select! {
-            _ = drain.wait_for(|d| *d) => Finish::Graceful,
-            how = timeouts => how,
-        };
-        let _ = finish_tx.send(how);
-    });
+    let (_watched, finish) =
+        ctx.supervisor
+            .watch(down.clone(), cfg.idle_timeout.get(), header_timeout);
     // The socket tells the supervisor when request bytes arrive (HTTP/1 heads only).
     let heads = (!h2).then(|| down.clone());
     let stream = ObservedStream::new(stream, move |_| {
@@ -127,7 +113,6 @@ pub async fn serve_as<S>(
         let conn = builder.serve_connection(io, svc).with_upgrades();
         drive(conn, |c| c.graceful_shutdown(), finish, remote).await;
     }
-    watcher.abort();
 }
 
 /// The header-field count hyper's parser allows, `None` for its default of 100.
@@ -143,36 +128,6 @@ fn parser_max_headers(limit: usize) -> Option<usize> {
         n if n <= INLINE => Some(n),
         _ if limit <= INLINE => None,
         n => Some(n),
-    }
-}
-
-/// How a connection is to end early.
-enum Finish {
-    /// Finish the request in flight, then close (drain, idle keep-alive connection).
-    Graceful,
-    /// Close now: a request head has been dribbling in past the header timeout (slowloris).
-    Now,
-}
-
-/// Resolves when the connection should end: no request in flight for `idle`, or (HTTP/1)
-/// a request head incomplete for longer than `header_timeout`, counted from its first
-/// byte (or from the accept, for a client that connects and says nothing).
-async fn supervise(
-    down: Arc<Downstream>,
-    idle: Duration,
-    header_timeout: Option<Duration>,
-) -> Finish {
-    // Checked at a quarter of the header timeout: a slow head is cut within 1.25 times it.
-    let tick = header_timeout.map_or(idle, |h| (h / 4).max(Duration::from_millis(10)));
-    loop {
-        if header_timeout.is_some_and(|h| down.head_pending_for() >= h) {
-            return Finish::Now;
-        }
-        let quiet = down.idle_for();
-        if quiet >= idle {
-            return Finish::Graceful;
-        }
-        tokio::time::sleep(tick.min(idle - quiet)).await;
     }
 }
 

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use crate::config::InterceptMode;
 use crate::detect::{self, Detected};
@@ -122,7 +121,6 @@ pub async fn serve(
     remote: SocketAddr,
     routes: Arc<ListenerRoutes>,
     ctx: Arc<ListenerCtx>,
-    drain: watch::Receiver<bool>,
 ) {
     let (Some(mode), Some(dest)) = (routes.config.intercept, routes.destinations.as_ref()) else {
         return;
@@ -185,7 +183,7 @@ pub async fn serve(
             {
                 return;
             }
-            return carry(session, decision, Some(peer), via, &routes, ctx, drain).await;
+            return carry(session, decision, Some(peer), via, &routes, ctx).await;
         }
         if !tls.permissive {
             tls.stats.failure("not_tls");
@@ -200,7 +198,7 @@ pub async fn serve(
             return;
         }
     }
-    carry(stream, decision, None, via, &routes, ctx, drain).await;
+    carry(stream, decision, None, via, &routes, ctx).await;
 }
 
 /// Where a connection came from and where it is going.
@@ -218,7 +216,6 @@ async fn carry<S>(
     via: Via<'_>,
     routes: &ListenerRoutes,
     ctx: Arc<ListenerCtx>,
-    drain: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -229,7 +226,7 @@ async fn carry<S>(
             let mut down = Downstream::new(via.remote);
             down.via_cluster = via_cluster;
             down.peer = peer;
-            crate::http::server::serve_as(stream, down, h2, cfg, ctx, drain).await;
+            crate::http::server::serve_as(stream, down, h2, cfg, ctx).await;
         }
         Decision::Cluster(name) => {
             let Some(cluster) = ctx.snapshot.load().clusters.get(&*name).cloned() else {

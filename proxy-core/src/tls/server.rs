@@ -14,7 +14,6 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::authz::AllowList;
@@ -164,7 +163,6 @@ pub async fn serve(
     tls: Arc<InboundTls>,
     routes: Arc<ListenerRoutes>,
     ctx: Arc<ListenerCtx>,
-    drain: watch::Receiver<bool>,
 ) {
     let cfg = &routes.config;
     let _ = stream.set_nodelay(true);
@@ -176,7 +174,7 @@ pub async fn serve(
             None => return,
             Some(false) => {
                 tls.stats.plaintext.inc();
-                return plaintext(stream, remote, &tls, &routes, ctx, drain).await;
+                return plaintext(stream, remote, &tls, &routes, ctx).await;
             }
             Some(true) => {}
         }
@@ -194,7 +192,7 @@ pub async fn serve(
             crate::tcp::proxy_stream(stream, cluster.clone(), cfg.idle_timeout.get(), &ctx.stats)
                 .await
         }
-        _ => crate::http::server::serve_conn(stream, remote, Some(peer), h2, cfg, ctx, drain).await,
+        _ => crate::http::server::serve_conn(stream, remote, Some(peer), h2, cfg, ctx).await,
     }
 }
 
@@ -274,7 +272,6 @@ async fn plaintext(
     tls: &InboundTls,
     routes: &ListenerRoutes,
     ctx: Arc<ListenerCtx>,
-    drain: watch::Receiver<bool>,
 ) {
     let cfg = &routes.config;
     match (cfg.protocol, &routes.cluster) {
@@ -286,6 +283,6 @@ async fn plaintext(
             }
             crate::tcp::proxy(stream, cluster.clone(), cfg.idle_timeout.get(), &ctx.stats).await
         }
-        _ => crate::http::server::serve(stream, remote, cfg, ctx, drain).await,
+        _ => crate::http::server::serve(stream, remote, cfg, ctx).await,
     }
 }
