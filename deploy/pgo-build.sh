@@ -74,6 +74,25 @@ echo "# pgo-build: 1/4 instrumented build" >&2
 with_flags "-Cprofile-generate=$PGO_DIR/raw" build --release --bin sidecar --bin ambassador --bin adapter "$@"
 
 echo "# pgo-build: 2/4 training on the benchmark loads" >&2
+# The benchmark's 14 loopback ports (BASE_PORT to BASE_PORT+13): unless BASE_PORT is set, the
+# first such block with nothing listening, so a bench or demo left running does not stop
+# the build.
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if [ -z "${BASE_PORT:-}" ]; then
+  for base in 18380 19380 20380 21380 22380 23380; do
+    free=1
+    for i in $(seq 0 13); do
+      if listening $((base + i)); then
+        free=0
+        break
+      fi
+    done
+    if [ "$free" = 1 ]; then
+      export BASE_PORT=$base
+      break
+    fi
+  done
+fi
 # Short runs: the profile needs the hot paths' shape, not precise timings. The tables the
 # benchmarks print here describe instrumented binaries and mean nothing.
 # (`direct`, the upstream alone, is the benchmark's reference and always runs.)
