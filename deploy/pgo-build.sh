@@ -18,7 +18,7 @@
 # 4. `cargo build --release --bins` with `-Cprofile-use`: LLVM inlines, lays out and orders
 #    branches by what ran (the sample services are built too, from no profile of their own).
 #
-# The sidecar's plain-route request costs 27% fewer instructions than the same code built
+# The sidecar's plain-route request costs 26% fewer instructions than the same code built
 # without a profile (callgrind; README, Performance). Paths the training does not run are
 # optimised for size, as cold code; they work the same (the whole test suite runs against
 # these binaries) but are not faster.
