@@ -233,30 +233,36 @@ mod tests {
             .expect("the supervisor kept the sender until telling")
     }
 
-    #[tokio::test]
-    async fn idle_connection_is_told_to_finish_gracefully() {
+    /// Watch `d` alone under a new supervisor: what it is told, and after how long.
+    async fn told_after(
+        d: Arc<Downstream>,
+        idle: Duration,
+        header_timeout: Option<Duration>,
+    ) -> (Finish, Duration) {
         let (_tx, drain) = watch::channel(false);
         let sup = Supervisor::start(drain);
+        let t0 = Instant::now();
+        let (_reg, rx) = sup.watch(d, idle, header_timeout);
+        let how = told(rx).await;
+        (how, t0.elapsed())
+    }
+
+    #[tokio::test]
+    async fn idle_connection_is_told_to_finish_gracefully() {
         let d = down();
         // No request head pending: only the idle timeout applies.
         d.head_since_ms
             .store(super::super::proxy::NOT_WAITING, Ordering::Relaxed);
-        let t0 = Instant::now();
-        let (_reg, rx) = sup.watch(d, 150 * MS, Some(100 * MS));
-        assert_eq!(told(rx).await, Finish::Graceful);
-        let waited = t0.elapsed();
+        let (how, waited) = told_after(d, 150 * MS, Some(100 * MS)).await;
+        assert_eq!(how, Finish::Graceful);
         assert!(waited >= 150 * MS && waited < 1000 * MS, "{waited:?}");
     }
 
     #[tokio::test]
     async fn silent_client_is_cut_at_the_header_timeout() {
-        let (_tx, drain) = watch::channel(false);
-        let sup = Supervisor::start(drain);
         // A new connection waits for its first head from the start.
-        let t0 = Instant::now();
-        let (_reg, rx) = sup.watch(down(), 60_000 * MS, Some(100 * MS));
-        assert_eq!(told(rx).await, Finish::Now);
-        let waited = t0.elapsed();
+        let (how, waited) = told_after(down(), 60_000 * MS, Some(100 * MS)).await;
+        assert_eq!(how, Finish::Now);
         assert!(waited >= 100 * MS && waited < 1000 * MS, "{waited:?}");
     }
 
