@@ -77,12 +77,13 @@ echo "# pgo-build: 2/4 training on the benchmark loads" >&2
 # The benchmark's 14 loopback ports (BASE_PORT to BASE_PORT+13): unless BASE_PORT is set, the
 # first such block with nothing listening, so a bench or demo left running does not stop
 # the build.
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# shellcheck source=tests/listening.sh
+. tests/listening.sh
 if [ -z "${BASE_PORT:-}" ]; then
   for base in 18380 19380 20380 21380 22380 23380; do
     free=1
     for i in $(seq 0 13); do
-      if listening $((base + i)); then
+      if listening "127.0.0.1:$((base + i))"; then
         free=0
         break
       fi

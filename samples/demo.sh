@@ -45,7 +45,8 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$node_major" -ge 20 ] ||
   die "Node.js $(node --version) is too old for oauth2-mock-server 8: install Node 20 or newer (https://nodejs.org/en/download)"
 
-listening() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
+# shellcheck source=tests/listening.sh
+. tests/listening.sh
 PORTS=(18081 18091 18092 18100 18101 18200 18201 18300 18301 18400 18401 18443 18501 18600)
 for port in "${PORTS[@]}"; do
   listening "$H:$port" && die "$H:$port is already in use; stop what listens there (an earlier demo?) and retry"

@@ -118,6 +118,8 @@ tree_pids() { # PID and all its descendants
 }
 # shellcheck source=tests/stop-pids.sh
 . tests/stop-pids.sh
+# shellcheck source=tests/listening.sh
+. tests/listening.sh
 cleanup() { # TERM what we started (with descendants) by PID; KILL what is left after 5 s
   local p all=()
   for p in $LOADGEN_PID "${PIDS[@]}"; do mapfile -t -O "${#all[@]}" all < <(tree_pids "$p"); done
@@ -176,7 +178,7 @@ has_target sidecar && ports+=" $SIDECAR_ADMIN"
 has_target mtls && ports+=" $MTLS_B_PORT $MTLS_A_ADMIN $MTLS_B_ADMIN"
 for t in amb amb-cred; do if has_target $t; then ports+=" ${AMB_ADMIN[$t]}"; fi; done
 for port in $ports; do
-  if (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
+  if listening "$HOST:$port"; then
     fail "port $port is in use; stop what listens there or pick other ports with BASE_PORT"
   fi
 done
