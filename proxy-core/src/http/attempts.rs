@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use super::body::{Buffered, RequestBody};
 use super::client;
+use super::deadline::{RequestTimer, Within};
 use super::inject::RequestHook;
 use super::proxy::{Finish, Pending};
 use crate::cluster::outlier::Outcome;
@@ -34,15 +35,26 @@ pub(super) type Sent = (Response<Incoming>, Option<http1::SendRequest<RequestBod
 ///
 /// Not itself async: the request's future is `send_within`'s own, one layer (and one move
 /// of the response) fewer on the path every request takes.
+///
+/// `timer` is the downstream connection's when its requests come one at a time.
 pub(super) fn once<'a>(
     timeout: Duration,
     cluster: &'a Cluster,
     endpoint: &'a Arc<Endpoint>,
     req: Request<RequestBody>,
     finish: &'a mut Finish,
+    timer: Option<&'a RequestTimer>,
 ) -> impl Future<Output = Result<Sent, ProxyError>> + 'a {
     finish.sending_to(endpoint);
-    send_within(cluster, endpoint, req, timeout, false, &mut finish.tap)
+    send_within(
+        cluster,
+        endpoint,
+        req,
+        timeout,
+        false,
+        &mut finish.tap,
+        timer,
+    )
 }
 
 /// One attempt at `endpoint`, given `limit` to answer with its response headers: counted
@@ -55,22 +67,25 @@ async fn send_within(
     limit: Duration,
     per_try: bool,
     tap: &mut tap::Record,
+    timer: Option<&RequestTimer>,
 ) -> Result<Sent, ProxyError> {
     let sent_at = Instant::now();
     let started = tap.attempt_start(sent_at);
     let mut connect = None;
     // The deadline from the clock read just taken: one read fewer than `timeout`.
-    let sending = tokio::time::timeout_at(
-        sent_at + limit,
-        client::send(cluster, endpoint, req, sent_at, &mut connect),
-    );
-    let outcome = match sending.await {
-        Ok(outcome) => outcome,
-        Err(_) if per_try => {
+    let deadline = sent_at + limit;
+    let sending = client::send(cluster, endpoint, req, sent_at, &mut connect);
+    let answered = match timer {
+        Some(timer) => Within::new(timer, deadline, sending).await,
+        None => tokio::time::timeout_at(deadline, sending).await.ok(),
+    };
+    let outcome = match answered {
+        Some(outcome) => outcome,
+        None if per_try => {
             cluster.stats.per_try_timeouts.inc();
             Err(ProxyError::PerTryTimeout(limit))
         }
-        Err(_) => {
+        None => {
             cluster.stats.timeouts.inc();
             Err(ProxyError::Timeout(limit))
         }
@@ -197,9 +212,11 @@ pub(super) async fn with_retries(
         // the attempt has the rest of the route timeout, and running out ends the request.
         let outcome = match policy.per_try_timeout {
             Some(t) if t < left => {
-                send_within(cluster, &endpoint, req, t, true, &mut finish.tap).await
+                send_within(cluster, &endpoint, req, t, true, &mut finish.tap, None).await
             }
-            _ => match send_within(cluster, &endpoint, req, left, false, &mut finish.tap).await {
+            _ => match send_within(cluster, &endpoint, req, left, false, &mut finish.tap, None)
+                .await
+            {
                 Err(ProxyError::Timeout(_)) => return Err(ProxyError::Timeout(timeout)),
                 outcome => outcome,
             },

@@ -4,6 +4,7 @@
 pub mod attempts;
 pub mod body;
 pub mod client;
+pub mod deadline;
 pub mod fault;
 pub mod headers;
 pub mod inject;

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use super::attempts;
 use super::body::{Buffered, RequestBody, ResponseBody};
+use super::deadline::RequestTimer;
 use super::headers;
 use super::inject;
 use super::mirror::Mirror;
@@ -67,6 +68,8 @@ pub struct Downstream {
     /// An intercepted connection whose original destination is an endpoint of this
     /// cluster: its requests go there, by the listener's implicit route to it.
     pub via_cluster: Option<Arc<str>>,
+    /// The deadline timer of an HTTP/1 connection's requests (one at a time).
+    pub request_timer: RequestTimer,
 }
 
 /// `head_since_ms` when no request head is being waited for.
@@ -85,6 +88,7 @@ impl Downstream {
             head_since_ms: AtomicU64::new(0),
             peer: None,
             via_cluster: None,
+            request_timer: RequestTimer::default(),
         }
     }
 
@@ -529,6 +533,7 @@ async fn forward(
         .sum::<usize>()
         + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
         + 16;
+    let one_at_a_time = req.version() <= Version::HTTP_11;
     let request_id = headers::request_id(req.headers_mut());
     let fail = |e: ProxyError| (e, Some(request_id.clone()));
     let trace_ctx = snap.tracer.as_ref().map(|t| (t, t.start(req.headers())));
@@ -772,7 +777,9 @@ async fn forward(
                 Pending::Started(b) => b,
             };
             let up_req = Request::from_parts(parts, body);
-            attempts::once(route.timeout, cluster, &endpoint, up_req, finish).await
+            // HTTP/1 requests on a connection come one at a time: they share its timer.
+            let timer = one_at_a_time.then_some(&down.request_timer);
+            attempts::once(route.timeout, cluster, &endpoint, up_req, finish, timer).await
         }
     };
     if let Some(t) = ticket {
