@@ -265,6 +265,11 @@ impl Route {
         }
     }
 
+    /// Whether the route rewrites the path or the host.
+    pub fn rewrites(&self) -> bool {
+        self.rewrite.is_some()
+    }
+
     /// Apply `prefix_rewrite` and `host_rewrite_literal` to the request going upstream.
     pub fn rewrite_target(&self, parts: &mut http::request::Parts, authority: &mut Authority) {
         let Some(rw) = &self.rewrite else {

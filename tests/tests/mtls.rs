@@ -167,11 +167,16 @@ async fn requests_cross_the_mesh_encrypted_and_the_app_sees_the_callers_identity
     );
 }
 
-/// A plaintext client (an app with no sidecar) sends a request straight to B.
+/// A plaintext client (an app with no sidecar) sends a request straight to B, claiming an
+/// identity it does not have.
 async fn plaintext_get(addr: std::net::SocketAddr) -> String {
     let mut conn = RawConn::connect(addr).await;
     let _ = conn
-        .write(b"GET /plain HTTP/1.1\r\nhost: app\r\nconnection: close\r\n\r\n")
+        .write(
+            b"GET /plain HTTP/1.1\r\nhost: app\r\n\
+              X-Forwarded-Client-Cert: By=x;URI=spiffe://mesh.test/ns/kube-system/sa/admin\r\n\
+              connection: close\r\n\r\n",
+        )
         .await;
     let bytes = conn
         .read_to_close(Duration::from_secs(5))

@@ -108,6 +108,7 @@ impl Mirror {
         copy_parts.headers.remove(header::HOST);
         let protocol = self.cluster.config.protocol;
         let tls = self.cluster.tls.is_some();
+        let shadow = super::proxy::RequestAuthority::Parsed(shadow);
         if super::proxy::for_upstream(&mut copy_parts, &shadow, protocol, tls).is_err() {
             self.stats.failure.inc();
             return;

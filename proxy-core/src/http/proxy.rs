@@ -317,11 +317,65 @@ async fn mirror_body(
     Ok((body, copy))
 }
 
+/// The request's authority: the URI's, or its `Host` field's value.
+///
+/// A `Host` value of the usual shape (`name` or `name:port`, ASCII letters, digits, `.` and
+/// `-`) stays the field's own bytes: parsing it into an `Authority` copies and allocates,
+/// about 300 instructions on every request, and only an HTTP/2 upstream, a mirror or a
+/// host rewrite needs one. Any other value goes through `Authority`'s parser as it comes.
+pub(super) enum RequestAuthority {
+    Parsed(Authority),
+    Host(HeaderValue),
+}
+
+impl RequestAuthority {
+    /// `None` when the value is not a valid authority.
+    fn from_host(v: &HeaderValue) -> Option<RequestAuthority> {
+        if plain_host(v.as_bytes()) {
+            return Some(RequestAuthority::Host(v.clone()));
+        }
+        Authority::try_from(v.as_bytes())
+            .ok()
+            .map(RequestAuthority::Parsed)
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        match self {
+            RequestAuthority::Parsed(a) => a.as_str(),
+            // ASCII by `plain_host`.
+            RequestAuthority::Host(v) => v.to_str().unwrap_or_default(),
+        }
+    }
+
+    pub(super) fn to_authority(&self) -> Authority {
+        match self {
+            RequestAuthority::Parsed(a) => a.clone(),
+            RequestAuthority::Host(v) => {
+                Authority::try_from(v.as_bytes()).expect("a plain host[:port] is a valid authority")
+            }
+        }
+    }
+}
+
+/// `name` or `name:port` of ASCII letters, digits, `.` and `-`: a subset of what
+/// `Authority` accepts (checked in the tests), so such a value needs no parser.
+fn plain_host(b: &[u8]) -> bool {
+    let (name, port) = match b.iter().position(|c| *c == b':') {
+        Some(i) => (&b[..i], Some(&b[i + 1..])),
+        None => (b, None),
+    };
+    !name.is_empty()
+        && name
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'-')
+        && port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
+}
+
 /// Shape a request for the upstream's protocol: origin-form URI and a `Host` header for
 /// HTTP/1.1, an absolute URI and no `Host` for HTTP/2.
 pub(super) fn for_upstream(
     parts: &mut http::request::Parts,
-    authority: &Authority,
+    authority: &RequestAuthority,
     protocol: UpstreamProtocol,
     tls: bool,
 ) -> Result<(), ProxyError> {
@@ -346,7 +400,9 @@ pub(super) fn for_upstream(
         }
         UpstreamProtocol::Http2 => {
             let scheme = if tls { Scheme::HTTPS } else { Scheme::HTTP };
-            let mut u = Uri::builder().scheme(scheme).authority(authority.clone());
+            let mut u = Uri::builder()
+                .scheme(scheme)
+                .authority(authority.to_authority());
             if let Some(pq) = parts.uri.path_and_query() {
                 u = u.path_and_query(pq.clone());
             }
@@ -525,14 +581,16 @@ async fn forward(
 ) -> Result<Forwarded, Failure> {
     // The head as the client sent it, before the proxy adds its own fields (the request
     // id first of all): that is what the limits below are about.
+    // One pass for the head's size and for a client-sent `x-forwarded-client-cert`, which
+    // the identity stage removes: comparing each name is cheaper than hashing that long
+    // one for a removal that almost never finds it.
     let count = req.headers().len();
-    let size: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum::<usize>()
-        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
-        + 16;
+    let mut size = req.uri().path_and_query().map_or(1, |p| p.as_str().len()) + 16;
+    let mut client_cert = false;
+    for (k, v) in req.headers() {
+        size += k.as_str().len() + v.len() + 4;
+        client_cert |= k == crate::tls::authz::XFCC;
+    }
     let one_at_a_time = req.version() <= Version::HTTP_11;
     let request_id = headers::request_id(req.headers_mut());
     let fail = |e: ProxyError| (e, Some(request_id.clone()));
@@ -606,19 +664,21 @@ async fn forward(
         return Err(fail(ProxyError::HeadersTooLarge { size, limit }));
     }
 
-    crate::tls::authz::admit(routes, down, req.headers_mut()).map_err(fail)?;
+    crate::tls::authz::admit(routes, down, req.headers_mut(), client_cert).map_err(fail)?;
 
     // The authority: the URI's (HTTP/2, absolute-form) or the Host header.
-    let mut authority: Authority = match req.uri().authority() {
-        Some(a) => a.clone(),
+    let mut authority = match req.uri().authority() {
+        Some(a) => RequestAuthority::Parsed(a.clone()),
         None => match req
             .headers()
             .get(header::HOST)
-            .map(|h| Authority::try_from(h.as_bytes()))
+            .map(RequestAuthority::from_host)
         {
-            Some(Ok(a)) => a,
-            Some(Err(_)) => return Err(fail(ProxyError::BadRequest("invalid Host header"))),
-            None if req.version() == Version::HTTP_10 => Authority::from_static("localhost"),
+            Some(Some(a)) => a,
+            Some(None) => return Err(fail(ProxyError::BadRequest("invalid Host header"))),
+            None if req.version() == Version::HTTP_10 => {
+                RequestAuthority::Parsed(Authority::from_static("localhost"))
+            }
             None => return Err(fail(ProxyError::BadRequest("missing Host header"))),
         },
     };
@@ -630,7 +690,7 @@ async fn forward(
             fail(ProxyError::NoRoute(format!(
                 "{} {}{}",
                 req.method(),
-                authority,
+                authority.as_str(),
                 req.uri().path()
             )))
         })?;
@@ -722,7 +782,11 @@ async fn forward(
         }
     }
     let (mut parts, body) = req.into_parts();
-    route.rewrite_target(&mut parts, &mut authority);
+    if route.rewrites() {
+        let mut rewritten = authority.to_authority();
+        route.rewrite_target(&mut parts, &mut rewritten);
+        authority = RequestAuthority::Parsed(rewritten);
+    }
 
     // The mirrored copies go first, with the headers as the primary's stand now.
     let mut body = Pending::Stream(body);
@@ -735,7 +799,7 @@ async fn forward(
             .map_err(fail)?;
         body = rest;
         match copy {
-            Some(copy) => m.send(&parts, &authority, copy),
+            Some(copy) => m.send(&parts, &authority.to_authority(), copy),
             None => m.skip_body(),
         }
     }
@@ -825,6 +889,8 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::host_of;
+    use super::{RequestAuthority, plain_host};
+    use http::HeaderValue;
     use http::uri::Authority;
 
     #[test]
@@ -840,6 +906,54 @@ mod tests {
         ] {
             let parsed: Authority = a.parse().unwrap();
             assert_eq!(host_of(parsed.as_str()), parsed.host(), "{a}");
+        }
+    }
+
+    /// What skips the parser must be what the parser takes, unchanged; everything else
+    /// goes through it and is refused as it would be.
+    #[test]
+    fn host_values_skip_the_parser_only_when_it_would_take_them() {
+        let plain = [
+            "app",
+            "example.com",
+            "Example.COM:8080",
+            "127.0.0.1:28183",
+            "a-b.c-d:1",
+            "xn--bcher-kva.example:65535",
+        ];
+        for v in plain {
+            let h = HeaderValue::from_static(v);
+            assert!(plain_host(v.as_bytes()), "{v}");
+            let a = RequestAuthority::from_host(&h).expect(v);
+            assert!(matches!(a, RequestAuthority::Host(_)), "{v}");
+            assert_eq!(a.as_str(), v);
+            assert_eq!(a.to_authority(), Authority::try_from(v).unwrap());
+        }
+        // Valid, but not of the plain shape: parsed.
+        for v in [
+            "[::1]:80",
+            "user@host",
+            "host:",
+            "a_b",
+            "host:123456",
+            ":80",
+        ] {
+            assert!(!plain_host(v.as_bytes()), "{v}");
+            let parsed = RequestAuthority::from_host(&HeaderValue::from_static(v));
+            assert_eq!(
+                parsed.as_ref().map(RequestAuthority::as_str),
+                Authority::try_from(v).ok().as_ref().map(Authority::as_str),
+                "{v}"
+            );
+        }
+        // Invalid: refused, as by the parser.
+        for v in ["a b", "host:80:90", "[::1", "exa%mple", ""] {
+            assert!(!plain_host(v.as_bytes()), "{v}");
+            assert!(Authority::try_from(v).is_err(), "{v}");
+            assert!(
+                RequestAuthority::from_host(&HeaderValue::from_static(v)).is_none(),
+                "{v}"
+            );
         }
     }
 }

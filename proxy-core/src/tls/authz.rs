@@ -108,14 +108,18 @@ impl AllowList {
 }
 
 /// The identity stage of a request: drop any client-supplied `x-forwarded-client-cert` (a
-/// client must not be able to claim an identity), refuse peers the listener does not allow,
-/// and pass the verified identity on to the app.
+/// client must not be able to claim an identity; `client_cert`: the caller saw one among
+/// the fields), refuse peers the listener does not allow, and pass the verified identity
+/// on to the app.
 pub fn admit(
     routes: &ListenerRoutes,
     down: &Downstream,
     headers: &mut HeaderMap,
+    client_cert: bool,
 ) -> Result<(), ProxyError> {
-    headers.remove(&XFCC);
+    if client_cert {
+        headers.remove(&XFCC);
+    }
     let Some(tls) = &routes.tls else {
         return Ok(());
     };
