@@ -177,8 +177,11 @@ done
 say "   answered by:$replicas; payment saw the caller's SPIFFE ID (x-forwarded-client-cert)"
 
 say "2. killing payment-b (pid ${PID[payment-b]}, SIGKILL), then 10 more orders"
-kill -KILL "${PID[payment-b]}"
-wait "${PID[payment-b]}" 2>/dev/null || true
+# Braces: bash reports a job killed by a signal ("Killed") on the group's stderr.
+{
+  kill -KILL "${PID[payment-b]}"
+  wait "${PID[payment-b]}" || true
+} 2>/dev/null
 unset 'PID[payment-b]'
 failed=0
 for i in $(seq 1 10); do
@@ -196,6 +199,7 @@ curl -s -m 2 http://$H:18200/clusters | tr -d ' \n' | grep -o '"address":"127.0.
 say "   restarting payment-b: the health check lets it back in once its ejection ends"
 start payment-b $BIN/sample payment --listen $H:18092 --replica payment-b
 wait_ready payment-b http://$H:18092/
+say "   payment-b is back (pid ${PID[payment-b]})"
 
 say "3. the legacy service's log through the adapter"
 for path in / /catalog /cart /report /catalog; do
@@ -243,21 +247,30 @@ if [ "${#problems[@]}" -gt 0 ]; then
 fi
 say "all checks passed"
 
-try() { printf '    %-62s %s\n' "$1" "$2"; }
+# The same list as README.md's "Then try", with this run's PIDs.
 echo
-echo "  The demo is running. Try:"
-try "curl -X POST 'http://$H:18081/orders?item=book'" "an order, paid through both sidecars"
-try "curl http://$H:18200/clusters" "payment replicas: health, ejections, counters"
-try "curl -s http://$H:18200/metrics | grep -E 'retries|outlier'" "retries and ejections"
-try "curl http://$H:18100/metrics   (order's sidecar)" "Prometheus metrics; /config_dump too"
-try "kill ${PID[payment-a]}   (payment-a), then order again" "payment-b (restarted above) still answers"
-try "pkill -f 'sample payment', then order again" "no replica left: the proxy's reason in proxy_error"
-try "curl http://$H:18301/report" "the legacy service throws: see the stack trace record"
-try "tail -f $LOGS/adapter.log" "the legacy log as JSON lines"
-try "curl 'http://$H:18501/forecast?city=bergen'" "a third-party API call, token added by the ambassador"
-try "curl http://$H:18400/metrics | grep token" "token fetches, expiry, injections"
-try "curl http://$H:18400/config_dump" "the ambassador's config: the secret's source, not its value"
-try "tail -f $LOGS/*.log" "every process's log (access logs are JSON lines)"
+echo "  The demo is running. Try (from the repository root):"
+cat <<EOF
+    export PATH="\$PWD/$BIN:\$PATH"
+    curl -X POST 'http://$H:18081/orders?item=book'      # through both sidecars
+    curl http://$H:18200/clusters                          # replicas: healthy, ejected_until, counters
+    curl -s http://$H:18200/metrics | grep -E 'retries|outlier|circuit'
+    sidecar status clusters --admin $H:18200               # the same as a table
+    kill ${PID[payment-a]}                                                 # payment-a
+    curl -X POST 'http://$H:18081/orders?item=book'      # payment-b (restarted by the demo) still answers
+    pkill -f 'sample payment'                                     # no replica left ...
+    curl -X POST 'http://$H:18081/orders?item=book'      # ... the order fails with the proxy's reason
+    curl http://$H:18301/report                            # the legacy service throws ...
+    tail -n 3 $LOGS/adapter.log                        # ... and the trace is one JSON record
+    adapter tail --multiline-start '^(\S+ \S+ \S+ \[\d{2}/\w{3}/\d{4}:|\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})' \\
+        $DEMO/legacy/access.log                             # the same log, followed from its file (Ctrl-C ends it)
+    curl 'http://$H:18501/forecast?city=bergen'            # a third-party API call, token added
+    curl -s http://$H:18400/metrics | grep token           # token fetches, issue and expiry times
+    curl http://$H:18400/config_dump                       # the ambassador's config: the secret's source, not its value
+    curl http://$H:18100/config_dump                       # order's sidecar: the running config
+    curl -s http://$H:18100/metrics                        # order's sidecar: Prometheus metrics
+    tail -f $LOGS/*.log                        # every process's log (access logs are JSON lines)
+EOF
 echo "  Admin APIs: order sidecar $H:18100, payment sidecar $H:18200, adapter $H:18300, ambassador $H:18400."
 echo
 
