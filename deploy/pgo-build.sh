@@ -114,4 +114,7 @@ echo "# pgo-build: 3/4 merging ${#raw[@]} profiles" >&2
 
 echo "# pgo-build: 4/4 optimised build" >&2
 with_flags "-Cprofile-use=$PGO_DIR/merged.profdata" build --release --bins "$@"
+# What this build made, so that a benchmark can say whether it measures these binaries or
+# plain ones linked over them since (the demo's build, `cargo build --release`).
+(cd "target/$HOST/release" && sha256sum sidecar ambassador adapter >pgo-build.sha256)
 echo "# pgo-build: done: target/$HOST/release/{sidecar,ambassador,adapter}" >&2

@@ -380,7 +380,18 @@ per_target=$((WARM + DUR + C1_DUR))
 echo "# proxy-bench: $(date -u +%FT%TZ) repeat=$REPEAT conns=$CONNS dur=${DUR}s c1=${C1_DUR}s warm=${WARM}s $([ "$PIN" = 1 ] && echo "pinned: wrk cpu $LOADGEN_CPU, servers cpu $SERVER_CPU" || echo "not pinned")"
 versions="$(nginx -v 2>&1 | sed 's/.*: //') $({ wrk -v 2>&1 || true; } | awk 'NR == 1 { print "wrk/" $2 }')"
 has_target haproxy && versions+=" $(haproxy -v | awk 'NR == 1 { print "haproxy/" $3 }')"
-has_target sidecar && versions+=" $("$SIDECAR_BIN" --version 2>/dev/null | tr ' ' /) ($SIDECAR_BIN)"
+# Whether the sidecar measured is what deploy/pgo-build.sh made (it records its checksums):
+# a plain build linked over it since (the demo's, `cargo build --release`) is slower.
+build_of() {
+  local sum
+  sum=$(sha256sum "$1" | cut -d' ' -f1)
+  if grep -qs "^$sum " "$REL/pgo-build.sha256"; then
+    echo "profile-guided by deploy/pgo-build.sh"
+  else
+    echo "NOT from deploy/pgo-build.sh: a plain build, or rebuilt since"
+  fi
+}
+has_target sidecar && versions+=" $("$SIDECAR_BIN" --version 2>/dev/null | tr ' ' /) ($SIDECAR_BIN, $(build_of "$SIDECAR_BIN"))"
 echo "# $versions"
 echo "# load before the run: loadavg $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores (other work on the machine widens p99)"
 echo "# about $((REPEAT * $(wc -w <<<"$TARGETS") * per_target)) s of load" >&2
