@@ -256,7 +256,7 @@ cat <<EOF
     curl http://$H:18200/clusters                          # replicas: healthy, ejected_until, counters
     curl -s http://$H:18200/metrics | grep -E 'retries|outlier|circuit'
     sidecar status clusters --admin $H:18200               # the same as a table
-    kill ${PID[payment-a]}                                                 # payment-a
+    kill ${PID[payment-a]}                                                # payment-a (its PID)
     curl -X POST 'http://$H:18081/orders?item=book'      # payment-b (restarted by the demo) still answers
     pkill -f 'sample payment'                                     # no replica left ...
     curl -X POST 'http://$H:18081/orders?item=book'      # ... the order fails with the proxy's reason
