@@ -325,15 +325,14 @@ async fn mirror_body(
 /// host rewrite needs one. Any other value goes through `Authority`'s parser as it comes.
 pub(super) enum RequestAuthority {
     Parsed(Authority),
-    /// The value, and the length of its name (before any `:port`).
-    Host(HeaderValue, usize),
+    Host(HeaderValue),
 }
 
 impl RequestAuthority {
     /// `None` when the value is not a valid authority.
     fn from_host(v: &HeaderValue) -> Option<RequestAuthority> {
-        if let Some(name) = plain_host(v.as_bytes()) {
-            return Some(RequestAuthority::Host(v.clone(), name));
+        if plain_host(v.as_bytes()) {
+            return Some(RequestAuthority::Host(v.clone()));
         }
         Authority::try_from(v.as_bytes())
             .ok()
@@ -343,48 +342,33 @@ impl RequestAuthority {
     pub(super) fn as_str(&self) -> &str {
         match self {
             RequestAuthority::Parsed(a) => a.as_str(),
-            // ASCII by `plain_host`: never the default.
-            RequestAuthority::Host(v, _) => std::str::from_utf8(v.as_bytes()).unwrap_or_default(),
-        }
-    }
-
-    /// The host, as `Authority::host` gives it: what routes match.
-    pub(super) fn host(&self) -> &str {
-        match self {
-            RequestAuthority::Parsed(a) => host_of(a.as_str()),
-            RequestAuthority::Host(v, name) => {
-                std::str::from_utf8(&v.as_bytes()[..*name]).unwrap_or_default()
-            }
+            // ASCII by `plain_host`.
+            RequestAuthority::Host(v) => v.to_str().unwrap_or_default(),
         }
     }
 
     pub(super) fn to_authority(&self) -> Authority {
         match self {
             RequestAuthority::Parsed(a) => a.clone(),
-            RequestAuthority::Host(v, _) => {
+            RequestAuthority::Host(v) => {
                 Authority::try_from(v.as_bytes()).expect("a plain host[:port] is a valid authority")
             }
         }
     }
 }
 
-/// When `b` is `name` or `name:port` (of ASCII letters, digits, `.` and `-`; a port of 1 to
-/// 5 digits), the length of the name. That shape is a subset of what `Authority` accepts
-/// (checked in the tests), so such a value needs no parser. One pass over the bytes.
-fn plain_host(b: &[u8]) -> Option<usize> {
-    let mut name = None;
-    for (i, &c) in b.iter().enumerate() {
-        match name {
-            None if c.is_ascii_alphanumeric() || c == b'.' || c == b'-' => {}
-            None if c == b':' && i > 0 => name = Some(i),
-            Some(_) if c.is_ascii_digit() => {}
-            _ => return None,
-        }
-    }
-    match name {
-        None => (!b.is_empty()).then_some(b.len()),
-        Some(n) => (1..=5).contains(&(b.len() - n - 1)).then_some(n),
-    }
+/// `name` or `name:port` of ASCII letters, digits, `.` and `-`: a subset of what
+/// `Authority` accepts (checked in the tests), so such a value needs no parser.
+fn plain_host(b: &[u8]) -> bool {
+    let (name, port) = match b.iter().position(|c| *c == b':') {
+        Some(i) => (&b[..i], Some(&b[i + 1..])),
+        None => (b, None),
+    };
+    !name.is_empty()
+        && name
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'-')
+        && port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
 }
 
 /// Shape a request for the upstream's protocol: origin-form URI and a `Host` header for
@@ -698,11 +682,10 @@ async fn forward(
             None => return Err(fail(ProxyError::BadRequest("missing Host header"))),
         },
     };
-    let host = authority.host();
     let route: &Route = routes
         .routes
         .iter()
-        .find(|r| r.matches(host, req.uri().path(), req.headers()))
+        .find(|r| r.matches(host_of(authority.as_str()), req.uri().path(), req.headers()))
         .ok_or_else(|| {
             fail(ProxyError::NoRoute(format!(
                 "{} {}{}",
@@ -940,11 +923,10 @@ mod tests {
         ];
         for v in plain {
             let h = HeaderValue::from_static(v);
-            assert!(plain_host(v.as_bytes()).is_some(), "{v}");
+            assert!(plain_host(v.as_bytes()), "{v}");
             let a = RequestAuthority::from_host(&h).expect(v);
-            assert!(matches!(a, RequestAuthority::Host(..)), "{v}");
+            assert!(matches!(a, RequestAuthority::Host(_)), "{v}");
             assert_eq!(a.as_str(), v);
-            assert_eq!(a.host(), Authority::try_from(v).unwrap().host(), "{v}");
             assert_eq!(a.to_authority(), Authority::try_from(v).unwrap());
         }
         // Valid, but not of the plain shape: parsed.
@@ -956,7 +938,7 @@ mod tests {
             "host:123456",
             ":80",
         ] {
-            assert!(plain_host(v.as_bytes()).is_none(), "{v}");
+            assert!(!plain_host(v.as_bytes()), "{v}");
             let parsed = RequestAuthority::from_host(&HeaderValue::from_static(v));
             assert_eq!(
                 parsed.as_ref().map(RequestAuthority::as_str),
@@ -966,7 +948,7 @@ mod tests {
         }
         // Invalid: refused, as by the parser.
         for v in ["a b", "host:80:90", "[::1", "exa%mple", ""] {
-            assert!(plain_host(v.as_bytes()).is_none(), "{v}");
+            assert!(!plain_host(v.as_bytes()), "{v}");
             assert!(Authority::try_from(v).is_err(), "{v}");
             assert!(
                 RequestAuthority::from_host(&HeaderValue::from_static(v)).is_none(),
