@@ -129,35 +129,33 @@ mod tests {
         assert_took(start, 1000);
     }
 
-    /// The timer set for the first request goes off during the second, whose deadline is
-    /// later: the second must not end then, but at its own deadline.
-    #[tokio::test(start_paused = true)]
-    async fn timer_left_from_an_earlier_request_does_not_end_a_later_one() {
+    /// A request answered after `answer_ms` within `first_ms`, then one that is never
+    /// answered, with `second_ms`: the second must end at its own deadline, whatever the
+    /// timer was left at by the first.
+    async fn second_request_ends_at_its_deadline(answer_ms: u64, first_ms: u64, second_ms: u64) {
         let timer = RequestTimer::default();
-        let quick = Within::new(&timer, at(1000), async {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        let first = Within::new(&timer, at(first_ms), async {
+            tokio::time::sleep(Duration::from_millis(answer_ms)).await;
         });
-        assert_eq!(quick.await, Some(()));
+        assert_eq!(first.await, Some(()));
 
         let start = Instant::now();
-        let slow = Within::new(&timer, at(1000), std::future::pending::<()>()).await;
-        assert_eq!(slow, None);
-        assert_took(start, 1000);
+        let second = Within::new(&timer, at(second_ms), std::future::pending::<()>()).await;
+        assert_eq!(second, None);
+        assert_took(start, second_ms);
+    }
+
+    /// The timer set for the first request goes off during the second, whose deadline is
+    /// later: the second must not end then.
+    #[tokio::test(start_paused = true)]
+    async fn timer_left_from_an_earlier_request_does_not_end_a_later_one() {
+        second_request_ends_at_its_deadline(500, 1000, 1000).await;
     }
 
     /// A shorter deadline after a longer one (another route's timeout) moves the timer
     /// earlier.
     #[tokio::test(start_paused = true)]
     async fn earlier_deadline_than_the_timers_is_kept() {
-        let timer = RequestTimer::default();
-        let long = Within::new(&timer, at(10_000), async {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        });
-        assert_eq!(long.await, Some(()));
-
-        let start = Instant::now();
-        let short = Within::new(&timer, at(200), std::future::pending::<()>()).await;
-        assert_eq!(short, None);
-        assert_took(start, 200);
+        second_request_ends_at_its_deadline(10, 10_000, 200).await;
     }
 }
