@@ -78,9 +78,9 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 129' HUP
-trap 'exit 130' INT
+trap 'say "stopping (SIGINT)"; exit 130' INT
 trap 'exit 141' PIPE
-trap 'exit 143' TERM
+trap 'say "stopping (SIGTERM)"; exit 143' TERM
 
 rm -rf "$DEMO"
 mkdir -p "$LOGS"
@@ -256,9 +256,9 @@ cat <<EOF
     curl http://$H:18200/clusters                          # replicas: healthy, ejected_until, counters
     curl -s http://$H:18200/metrics | grep -E 'retries|outlier|circuit'
     sidecar status clusters --admin $H:18200               # the same as a table
-    kill ${PID[payment-a]}                                                # payment-a (its PID)
+    kill ${PID[payment-a]}                                                 # payment-a
     curl -X POST 'http://$H:18081/orders?item=book'      # payment-b (restarted by the demo) still answers
-    pkill -f 'sample payment'                                     # no replica left ...
+    kill ${PID[payment-b]}                                                 # payment-b too: no replica left ...
     curl -X POST 'http://$H:18081/orders?item=book'      # ... the order fails with the proxy's reason
     curl http://$H:18301/report                            # the legacy service throws ...
     tail -n 3 $LOGS/adapter.log                        # ... and the trace is one JSON record
