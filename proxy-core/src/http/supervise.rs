@@ -223,6 +223,19 @@ mod tests {
         Arc::new(Downstream::new(SocketAddr::from(([127, 0, 0, 1], 9))))
     }
 
+    /// A connection with a request in flight: neither idle nor waiting for a head.
+    fn busy() -> Arc<Downstream> {
+        let d = down();
+        d.in_flight.store(1, Ordering::Release);
+        d
+    }
+
+    /// A started supervisor and the drain switch it listens to.
+    fn supervisor() -> (watch::Sender<bool>, Supervisor) {
+        let (tx, drain) = watch::channel(false);
+        (tx, Supervisor::start(drain))
+    }
+
     const MS: Duration = Duration::from_millis(1);
 
     /// What the connection was told, failing the test rather than hanging if nothing is.
@@ -239,8 +252,7 @@ mod tests {
         idle: Duration,
         header_timeout: Option<Duration>,
     ) -> (Finish, Duration) {
-        let (_tx, drain) = watch::channel(false);
-        let sup = Supervisor::start(drain);
+        let (_tx, sup) = supervisor();
         let t0 = Instant::now();
         let (_reg, rx) = sup.watch(d, idle, header_timeout);
         let how = told(rx).await;
@@ -268,10 +280,8 @@ mod tests {
 
     #[tokio::test]
     async fn busy_connection_is_left_alone() {
-        let (_tx, drain) = watch::channel(false);
-        let sup = Supervisor::start(drain);
-        let d = down();
-        d.in_flight.store(1, Ordering::Release);
+        let (_tx, sup) = supervisor();
+        let d = busy();
         let (_reg, mut rx) = sup.watch(d, 40 * MS, Some(40 * MS));
         tokio::time::sleep(300 * MS).await;
         assert!(rx.try_recv().is_err(), "a request in flight keeps it open");
@@ -279,8 +289,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_sweep_serves_connections_with_different_deadlines() {
-        let (_tx, drain) = watch::channel(false);
-        let sup = Supervisor::start(drain);
+        let (_tx, sup) = supervisor();
         let (long, short) = (down(), down());
         for d in [&long, &short] {
             d.head_since_ms
@@ -307,10 +316,8 @@ mod tests {
 
     #[tokio::test]
     async fn drain_reaches_present_and_later_connections() {
-        let (tx, drain) = watch::channel(false);
-        let sup = Supervisor::start(drain);
-        let d = down();
-        d.in_flight.store(1, Ordering::Release);
+        let (tx, sup) = supervisor();
+        let d = busy();
         let (_a, before) = sup.watch(d.clone(), 60_000 * MS, None);
         tx.send(true).unwrap();
         assert_eq!(told(before).await, Finish::Graceful);
@@ -320,8 +327,7 @@ mod tests {
 
     #[tokio::test]
     async fn ended_connections_leave_and_the_sweep_ends_with_its_supervisor() {
-        let (_tx, drain) = watch::channel(false);
-        let sup = Supervisor::start(drain);
+        let (_tx, sup) = supervisor();
         let shared = sup.shared.clone();
         let (reg, _rx) = sup.watch(down(), 60_000 * MS, None);
         assert_eq!(lock(&shared.state).conns.len(), 1);
