@@ -9,6 +9,7 @@ use e2e_tests::body::{self, Digest};
 use e2e_tests::client::{Client, RawConn};
 use e2e_tests::proxy_config::{cluster, single_route};
 use e2e_tests::upstream::{self, Reply, Upstream};
+use e2e_tests::wait::eventually;
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue, Version};
 use serde_json::json;
@@ -652,4 +653,112 @@ async fn requests_are_routed_by_host_path_and_headers() {
         .send()
         .await;
     assert_eq!(reply.upstream(), "host-exact");
+}
+
+/// An upstream may close a keep-alive connection while it sits idle in the proxy's pool (its
+/// keep-alive timeout). Nothing drives an idle pooled connection, so the proxy finds out when
+/// the next request takes it: the request must go out on a fresh connection, and the closed
+/// one must give back its `max_connections` unit and its gauge.
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_replaced_unseen() {
+    let upstream = e2e_tests::upstream::tcp::early_answer(Duration::from_millis(100)).await;
+    let proxy = Sidecar::start(json!({
+        "listeners": [{ "name": "in", "routes": [{ "name": "all", "cluster": "backend" }] }],
+        "clusters": [{
+            "name": "backend",
+            "endpoints": [upstream.addr().to_string()],
+            "circuit_breakers": { "max_connections": 1 },
+        }],
+    }))
+    .await;
+    let mut client = Client::http1(proxy.listener("in")).await;
+    assert_eq!(client.get("/one").send().await.status, 200);
+    eventually(
+        "the upstream closing the idle connection",
+        Duration::from_secs(5),
+        async || match upstream.closed_idle() {
+            1 => Ok(()),
+            n => Err(n),
+        },
+    )
+    .await;
+
+    let reply = client.get("/two").send().await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(
+        upstream.connections(),
+        2,
+        "the second request went out on a new connection"
+    );
+    let admin = proxy.admin();
+    eventually(
+        "one upstream connection open",
+        Duration::from_secs(5),
+        async || match admin.metrics().await.sum(
+            "sidecar_upstream_active_connections",
+            &[("cluster", "backend")],
+        ) {
+            1.0 => Ok(()),
+            n => Err(n),
+        },
+    )
+    .await;
+}
+
+/// An upstream may answer before it has read the request body (an early reply). The proxy
+/// relays the answer at once; the rest of the body must still reach the upstream after the
+/// response has ended, and the connection then serve the next request.
+#[tokio::test]
+async fn a_request_body_still_going_out_after_an_early_response_is_finished() {
+    let upstream = e2e_tests::upstream::tcp::early_answer(Duration::from_secs(30)).await;
+    let proxy = Sidecar::start(single_route_to(upstream.addr())).await;
+    let mut conn = RawConn::connect(proxy.listener("in")).await;
+    // The rest is more than one read's worth: it has to be carried on after the response.
+    const REST: usize = 256 << 10;
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nhost: app\r\ncontent-length: {}\r\n\r\nfirst",
+        5 + REST
+    );
+    conn.write(head.as_bytes())
+        .await
+        .expect("write the head and the body's start");
+    let head = conn
+        .read_head(Duration::from_secs(5))
+        .await
+        .expect("the early answer");
+    assert_eq!(head.status, 200, "{head:?}");
+    assert_eq!(
+        conn.read_exact(2, Duration::from_secs(5)).await.unwrap(),
+        b"ok"
+    );
+
+    conn.write(&vec![b'x'; REST])
+        .await
+        .expect("write the rest of the body");
+    conn.write(b"GET /next HTTP/1.1\r\nhost: app\r\n\r\n")
+        .await
+        .expect("write the next request");
+    let head = conn
+        .read_head(Duration::from_secs(5))
+        .await
+        .expect("an answer to the request after the early-answered one");
+    assert_eq!(head.status, 200, "{head:?}");
+    // Both bodies (the empty one of the GET too) reached the upstream whole. Whether the GET
+    // used the same connection depends on whether it came before the first one was free.
+    eventually(
+        "both request bodies read upstream",
+        Duration::from_secs(5),
+        async || match upstream.bodies_read() {
+            2 => Ok(()),
+            n => Err(n),
+        },
+    )
+    .await;
+}
+
+fn single_route_to(addr: std::net::SocketAddr) -> serde_json::Value {
+    json!({
+        "listeners": [{ "name": "in", "routes": [{ "name": "all", "cluster": "backend" }] }],
+        "clusters": [cluster("backend", [addr])],
+    })
 }

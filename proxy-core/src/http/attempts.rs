@@ -14,11 +14,10 @@ use std::time::Duration;
 use http::request::Parts;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use tokio::time::Instant;
 
 use super::body::{Buffered, RequestBody};
-use super::client;
+use super::client::{self, H1Conn};
 use super::deadline::{RequestTimer, Within};
 use super::inject::RequestHook;
 use super::proxy::{Finish, Pending};
@@ -29,7 +28,7 @@ use crate::resilience::retry::{ATTEMPT_COUNT_HEADER, Pause, RetryPolicy};
 use crate::telemetry::tap;
 
 /// An upstream response, and for HTTP/1 the connection to pool when its body ends.
-pub(super) type Sent = (Response<Incoming>, Option<http1::SendRequest<RequestBody>>);
+pub(super) type Sent = (Response<Incoming>, Option<Box<H1Conn>>);
 
 /// The single attempt of a route without a retry policy: the route timeout bounds it.
 ///

@@ -16,9 +16,9 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use tokio::time::Instant;
 
+use super::client::H1Conn;
 use super::proxy::Finish;
 
 /// The request body sent upstream: the client's stream (counted when the access log wants
@@ -224,18 +224,14 @@ enum Kind {
 /// The response body sent to the client.
 pub struct ResponseBody {
     kind: Kind,
-    /// HTTP/1 upstream connection to pool once the body has been read to its end.
-    pooled: Option<http1::SendRequest<RequestBody>>,
+    /// HTTP/1 upstream connection: driven while the body is read, pooled at its end.
+    pooled: Option<Box<H1Conn>>,
     finish: Option<Finish>,
     sent: u64,
 }
 
 impl ResponseBody {
-    pub fn upstream(
-        body: Incoming,
-        pooled: Option<http1::SendRequest<RequestBody>>,
-        finish: Finish,
-    ) -> Self {
+    pub fn upstream(body: Incoming, pooled: Option<Box<H1Conn>>, finish: Finish) -> Self {
         ResponseBody {
             kind: Kind::Upstream(body),
             pooled,
@@ -260,10 +256,10 @@ impl ResponseBody {
         }
         // One clock read for the request's end, its duration and the pool's idle timer.
         let now = Instant::now();
-        if let Some(tx) = self.pooled.take()
+        if let Some(conn) = self.pooled.take()
             && let Some(f) = &self.finish
         {
-            f.return_connection(tx, now);
+            f.return_connection(conn, now);
         }
         if let Some(f) = self.finish.take() {
             f.done(self.sent, now);
@@ -307,7 +303,10 @@ impl Body for ResponseBody {
                 Poll::Ready(frame)
             }
             Kind::Upstream(body) => {
-                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                let frame = ready!(match &mut this.pooled {
+                    Some(conn) => conn.drive(cx, |_, cx| Pin::new(&mut *body).poll_frame(cx)),
+                    None => Pin::new(&mut *body).poll_frame(cx),
+                });
                 match &frame {
                     Some(Ok(f)) => {
                         if let Some(d) = f.data_ref() {

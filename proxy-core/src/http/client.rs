@@ -4,9 +4,21 @@
 //! The pool is a short critical section (push/pop on a `Vec`) behind a mutex that is never
 //! held across an await. A request sent on a pooled connection that the upstream closed in
 //! the meantime is not lost: hyper hands it back unsent and it goes out on a fresh connection.
+//!
+//! An HTTP/1 connection has no task of its own: the request using it drives it ([`H1Conn`]),
+//! first while waiting for the response head, then from the response body the client is
+//! sent. With one request at a time on the connection there is nothing else to drive, and a
+//! task of its own cost three task switches per request. An idle pooled connection is driven
+//! by nobody: a close by the upstream is noticed when the next request takes it (which then
+//! goes out on a fresh connection), or by the cluster's periodic pool sweep. A connection
+//! still sending a request body when its response has ended (an early answer) finishes in a
+//! task of its own and is pooled after.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use super::body::RequestBody;
@@ -31,13 +43,235 @@ type H2 = http2::SendRequest<RequestBody>;
 
 /// A connection ready to carry one request.
 pub enum Sender {
-    H1(H1),
+    H1(Box<H1Conn>),
     H2(H2),
 }
 
 struct Idle {
-    tx: H1,
+    conn: Box<H1Conn>,
     since: Instant,
+}
+
+/// hyper's HTTP/1 connection future (with upgrade support), its type erased.
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+/// An HTTP/1 upstream connection driven by the request that uses it, not by a task.
+///
+/// hyper's dispatcher still hands the request and the response across its channels, and
+/// those wake whoever polled last. Polled with the task's own waker, every such hand-over
+/// inside one poll would schedule the task again for nothing; the [`Relay`] waker absorbs
+/// the wakes that happen while the connection is being driven and polls again instead.
+pub struct H1Conn {
+    tx: H1,
+    /// `None` once the connection has ended (closed, or handed over by an upgrade).
+    driver: Option<Driver>,
+    relay: Arc<Relay>,
+    waker: Waker,
+    active: prometheus_client::metrics::gauge::Gauge,
+    /// The cluster's `max_connections` unit, held while the connection is open.
+    _unit: Option<Permit>,
+}
+
+/// Hand-overs inside one drive are re-polled there; wakes from outside reach the task.
+#[derive(Default)]
+struct Relay {
+    task: Mutex<Option<Waker>>,
+    driving: AtomicBool,
+    woken: AtomicBool,
+}
+
+impl Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        if !self.driving.load(Ordering::SeqCst)
+            && let Ok(task) = self.task.lock()
+            && let Some(w) = task.as_ref()
+        {
+            w.wake_by_ref();
+        }
+    }
+}
+
+/// Rounds of one drive while hand-overs keep waking it; past them the task is woken
+/// instead (a resource out of its cooperative budget wakes on every poll).
+const DRIVE_ROUNDS: usize = 8;
+
+impl H1Conn {
+    fn new(tx: H1, driver: Driver, cluster: &Cluster, unit: Option<Permit>) -> Box<H1Conn> {
+        let relay = Arc::new(Relay::default());
+        let active = cluster.stats.active_connections.clone();
+        active.inc();
+        Box::new(H1Conn {
+            tx,
+            driver: Some(driver),
+            waker: Waker::from(relay.clone()),
+            relay,
+            active,
+            _unit: unit,
+        })
+    }
+
+    /// Poll `step` (the response head, the body, readiness), then drive the connection,
+    /// in rounds while one hands something over to the other.
+    ///
+    /// The step goes first: a body's first poll tells the connection it is wanted, and the
+    /// connection then reads the body in the same round.
+    pub fn drive<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        step: impl FnMut(&mut H1, &mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        drive_rounds(
+            &self.relay,
+            &self.waker,
+            &mut self.driver,
+            &mut self.tx,
+            cx,
+            step,
+        )
+    }
+
+    /// Queue `req` on the connection; the returned future resolves once [`drive`](Self::drive)
+    /// has written it and read the response head.
+    fn start(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> impl Future<
+        Output = Result<
+            Response<Incoming>,
+            hyper::client::conn::TrySendError<Request<RequestBody>>,
+        >,
+    > + use<> {
+        // Queuing wakes the connection's last poller: absorbed, the first round drives it.
+        self.relay.driving.store(true, Ordering::SeqCst);
+        let sending = self.tx.try_send_request(req);
+        self.relay.driving.store(false, Ordering::SeqCst);
+        sending
+    }
+
+    /// Ready for a request. A close by the upstream while the connection sat in the pool is
+    /// seen when the request is sent: the connection's first act is to read, and it hands the
+    /// request back unsent ([`send`] resends it on a fresh connection).
+    async fn ready(&mut self) -> bool {
+        if self.tx.is_ready() {
+            return true;
+        }
+        std::future::poll_fn(|cx| self.drive(cx, |tx, cx| tx.poll_ready(cx)))
+            .await
+            .is_ok()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.driver.is_none() || self.tx.is_closed()
+    }
+
+    /// Let the connection run in a task of its own: after `101 Switching Protocols` it must
+    /// hand its socket over to the tunnel, which nobody else drives it to do.
+    fn detach(mut self: Box<Self>) {
+        if let Some(mut d) = self.driver.take() {
+            tokio::spawn(async move {
+                let _ = d.as_mut().await;
+                drop(self);
+            });
+        }
+    }
+
+    /// The response ended: pool the connection, or, if it still has work (a request body
+    /// still going out after an early response), finish that in a task and pool it then.
+    pub fn release(mut self: Box<Self>, pool: &Arc<Endpoint>, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        if self.tx.is_ready() {
+            pool.pool.put(self, now);
+            return;
+        }
+        let ep = pool.clone();
+        tokio::spawn(async move {
+            if self.ready().await {
+                ep.pool.put(self, Instant::now());
+            }
+        });
+    }
+}
+
+impl Drop for H1Conn {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
+}
+
+/// [`H1Conn::drive`]'s rounds, apart from the connection so that they can be tested alone.
+/// `waker` is `relay`'s own.
+fn drive_rounds<S, T>(
+    relay: &Relay,
+    waker: &Waker,
+    driver: &mut Option<Driver>,
+    state: &mut S,
+    cx: &mut Context<'_>,
+    mut step: impl FnMut(&mut S, &mut Context<'_>) -> Poll<T>,
+) -> Poll<T> {
+    if let Ok(mut task) = relay.task.lock()
+        && !task.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+    {
+        *task = Some(cx.waker().clone());
+    }
+    relay.driving.store(true, Ordering::SeqCst);
+    let mut rcx = Context::from_waker(waker);
+    for _ in 0..DRIVE_ROUNDS {
+        relay.woken.store(false, Ordering::SeqCst);
+        if let Poll::Ready(v) = step(state, &mut rcx) {
+            relay.driving.store(false, Ordering::SeqCst);
+            return Poll::Ready(v);
+        }
+        if let Some(d) = driver
+            && d.as_mut().poll(&mut rcx).is_ready()
+        {
+            *driver = None;
+        }
+        if !relay.woken.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    relay.driving.store(false, Ordering::SeqCst);
+    // A wake that landed after the last round (or past the rounds) goes to the task.
+    if relay.woken.swap(false, Ordering::SeqCst) {
+        cx.waker().wake_by_ref();
+    }
+    Poll::Pending
+}
+
+/// Read an upstream response body to its end (driving its connection), then pool the
+/// connection. Whether the whole body came.
+pub async fn read_to_end(
+    mut body: Incoming,
+    conn: Option<Box<H1Conn>>,
+    ep: &Arc<Endpoint>,
+) -> bool {
+    use http_body::Body as _;
+    let Some(mut conn) = conn else {
+        return http_body_util::BodyExt::collect(body).await.is_ok();
+    };
+    let complete = std::future::poll_fn(|cx| {
+        conn.drive(cx, |_, cx| {
+            loop {
+                match std::task::ready!(Pin::new(&mut body).poll_frame(cx)) {
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) => return Poll::Ready(false),
+                    None => return Poll::Ready(true),
+                }
+            }
+        })
+    })
+    .await;
+    if complete {
+        conn.release(ep, Instant::now());
+    }
+    complete
 }
 
 /// Per-endpoint connection pool.
@@ -76,12 +310,13 @@ impl Pool {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 
-    /// A pooled connection still open and idle for less than the idle timeout at `now`.
-    fn take_idle(&self, now: Instant) -> Option<H1> {
+    /// A pooled connection not known to be closed and idle for less than the idle timeout
+    /// at `now`.
+    fn take_idle(&self, now: Instant) -> Option<Box<H1Conn>> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(i) = idle.pop() {
-            if !i.tx.is_closed() && now.saturating_duration_since(i.since) < self.idle_timeout {
-                return Some(i.tx);
+            if !i.conn.is_closed() && now.saturating_duration_since(i.since) < self.idle_timeout {
+                return Some(i.conn);
             }
         }
         None
@@ -97,22 +332,28 @@ impl Pool {
     }
 
     /// Give a connection back after its response ended.
-    pub fn put(&self, tx: H1, now: Instant) {
-        if tx.is_closed() {
+    fn put(&self, conn: Box<H1Conn>, now: Instant) {
+        if conn.is_closed() {
             return;
         }
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < self.max_idle
         {
-            idle.push(Idle { tx, since: now });
+            idle.push(Idle { conn, since: now });
         }
     }
 
-    /// Close pooled connections idle for longer than the idle timeout.
+    /// Close pooled connections idle for longer than the idle timeout, and drop those the
+    /// upstream closed: nothing drives an idle connection, so it is driven once here to see
+    /// its end (which gives back its `max_connections` unit).
     pub fn evict_expired(&self) {
         if let Ok(mut idle) = self.idle.lock() {
             let timeout = self.idle_timeout;
-            idle.retain(|i| !i.tx.is_closed() && i.since.elapsed() < timeout);
+            let mut cx = Context::from_waker(Waker::noop());
+            idle.retain_mut(|i| {
+                let _ = i.conn.drive(&mut cx, |_, _| Poll::<()>::Pending);
+                !i.conn.is_closed() && i.since.elapsed() < timeout
+            });
         }
     }
 }
@@ -206,7 +447,6 @@ async fn handshake<I>(
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let active = cluster.stats.active_connections.clone();
     cluster.stats.connections.inc();
     let handshake_failed =
         |e: hyper::Error| ProxyError::Reset(format!("handshake with {}: {e}", ep.addr));
@@ -216,13 +456,12 @@ where
                 .handshake(io)
                 .await
                 .map_err(handshake_failed)?;
-            active.inc();
-            tokio::spawn(async move {
-                let _ = conn.with_upgrades().await;
-                active.dec();
-                drop(unit);
-            });
-            Ok(Sender::H1(tx))
+            Ok(Sender::H1(H1Conn::new(
+                tx,
+                Box::pin(conn.with_upgrades()),
+                cluster,
+                unit,
+            )))
         }
         UpstreamProtocol::Http2 => {
             let (tx, conn) = http2::Builder::new(TokioExecutor::new())
@@ -230,6 +469,7 @@ where
                 .handshake(io)
                 .await
                 .map_err(handshake_failed)?;
+            let active = cluster.stats.active_connections.clone();
             active.inc();
             tokio::spawn(async move {
                 let _ = conn.await;
@@ -265,9 +505,9 @@ pub async fn checkout(
                     _gate = Some(g);
                 }
             }
-            while let Some(mut tx) = ep.pool.take_idle(now) {
-                if tx.ready().await.is_ok() {
-                    return Ok(Sender::H1(tx));
+            while let Some(mut conn) = ep.pool.take_idle(now) {
+                if conn.ready().await {
+                    return Ok(Sender::H1(conn));
                 }
             }
             // Waiting for a new connection is what max_pending_requests bounds.
@@ -313,24 +553,34 @@ pub async fn checkout(
 
 /// Send `req` (at `now`, the caller's clock reading); on a pooled HTTP/1 connection that
 /// turned out to be closed before the request went out, resend it once on a fresh
-/// connection. Returns the response and, for HTTP/1, the connection to return to the pool
-/// when the response body ends.
+/// connection. Returns the response and, for HTTP/1, the connection, which the response
+/// body must drive (see [`H1Conn::drive`]) and return to the pool at its end.
 pub async fn send(
     cluster: &Cluster,
     ep: &Endpoint,
     mut req: Request<RequestBody>,
     now: Instant,
     connect_time: &mut Option<Duration>,
-) -> Result<(Response<Incoming>, Option<H1>), ProxyError> {
+) -> Result<(Response<Incoming>, Option<Box<H1Conn>>), ProxyError> {
     for attempt in 0..2 {
         match checkout(cluster, ep, now, connect_time).await? {
-            Sender::H1(mut tx) => match tx.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Some(tx))),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if attempt == 0 => req = unsent,
-                    _ => return Err(ProxyError::from_upstream(e.error())),
-                },
-            },
+            Sender::H1(mut conn) => {
+                let mut sending = std::pin::pin!(conn.start(req));
+                let sent =
+                    std::future::poll_fn(|cx| conn.drive(cx, |_, cx| sending.as_mut().poll(cx)))
+                        .await;
+                match sent {
+                    Ok(resp) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                        conn.detach();
+                        return Ok((resp, None));
+                    }
+                    Ok(resp) => return Ok((resp, Some(conn))),
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) if attempt == 0 => req = unsent,
+                        _ => return Err(ProxyError::from_upstream(e.error())),
+                    },
+                }
+            }
             Sender::H2(mut tx) => match tx
                 .try_send_request({
                     // Formed for HTTP/1 when the cluster's protocol is left to ALPN.
@@ -353,4 +603,119 @@ pub async fn send(
         }
     }
     unreachable!("the loop returns on its second attempt")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A task's waker that counts its wakes.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn relay() -> (Arc<Relay>, Waker) {
+        let relay = Arc::new(Relay::default());
+        let waker = Waker::from(relay.clone());
+        (relay, waker)
+    }
+
+    fn driver(
+        poll: impl FnMut(&mut Context<'_>) -> Poll<hyper::Result<()>> + Send + 'static,
+    ) -> Option<Driver> {
+        Some(Box::pin(std::future::poll_fn(poll)))
+    }
+
+    #[test]
+    fn a_hand_over_inside_a_drive_is_polled_there_without_waking_the_task() {
+        let (relay, waker) = relay();
+        let handed = Arc::new(AtomicBool::new(false));
+        let h = handed.clone();
+        // The connection hands the response over (a channel send wakes its receiver).
+        let mut driver = driver(move |cx| {
+            h.store(true, Ordering::SeqCst);
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        });
+        let task = Arc::new(Count::default());
+        let task_waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&task_waker);
+        let polled = drive_rounds(&relay, &waker, &mut driver, &mut (), &mut cx, |_, _| {
+            if handed.load(Ordering::SeqCst) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        assert_eq!(polled, Poll::Ready(()));
+        assert_eq!(task.0.load(Ordering::SeqCst), 0, "no wake for the task");
+    }
+
+    #[test]
+    fn a_wake_after_the_drive_reaches_the_task() {
+        let (relay, waker) = relay();
+        let slot: Arc<Mutex<Option<Waker>>> = Arc::default();
+        let s = slot.clone();
+        // The connection waits for its socket, keeping the waker it was given.
+        let mut driver = driver(move |cx| {
+            *s.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        });
+        let task = Arc::new(Count::default());
+        let task_waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&task_waker);
+        let polled = drive_rounds(&relay, &waker, &mut driver, &mut (), &mut cx, |_, _| {
+            Poll::<()>::Pending
+        });
+        assert_eq!(polled, Poll::Pending);
+        assert_eq!(task.0.load(Ordering::SeqCst), 0);
+        // The socket becomes readable.
+        slot.lock().unwrap().take().unwrap().wake();
+        assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task is woken");
+    }
+
+    #[test]
+    fn a_driver_that_always_wakes_itself_is_left_after_bounded_rounds() {
+        let (relay, waker) = relay();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let p = polls.clone();
+        // Out of its cooperative budget, a resource wakes on every poll.
+        let mut driver = driver(move |cx| {
+            p.fetch_add(1, Ordering::SeqCst);
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        });
+        let task = Arc::new(Count::default());
+        let task_waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&task_waker);
+        let polled = drive_rounds(&relay, &waker, &mut driver, &mut (), &mut cx, |_, _| {
+            Poll::<()>::Pending
+        });
+        assert_eq!(polled, Poll::Pending);
+        assert_eq!(polls.load(Ordering::SeqCst), DRIVE_ROUNDS);
+        assert_eq!(
+            task.0.load(Ordering::SeqCst),
+            1,
+            "the task comes back later"
+        );
+    }
+
+    #[test]
+    fn an_ended_connection_is_not_polled_again() {
+        let (relay, waker) = relay();
+        let mut driver = driver(|_| Poll::Ready(Ok(())));
+        let task = Arc::new(Count::default());
+        let task_waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&task_waker);
+        let _ = drive_rounds(&relay, &waker, &mut driver, &mut (), &mut cx, |_, _| {
+            Poll::<()>::Pending
+        });
+        assert!(driver.is_none());
+    }
 }

@@ -17,7 +17,6 @@ use http::Request;
 use http::header;
 use http::request::Parts;
 use http::uri::Authority;
-use http_body_util::BodyExt;
 
 use super::body::RequestBody;
 use super::client;
@@ -155,11 +154,7 @@ async fn shadow_send(cluster: &Cluster, copy: Request<RequestBody>) -> bool {
         return false;
     };
     cluster.stats.response(resp.status().as_u16());
-    if resp.into_body().collect().await.is_ok()
-        && let Some(tx) = pooled
-    {
-        endpoint.pool.put(tx, tokio::time::Instant::now());
-    }
+    client::read_to_end(resp.into_body(), pooled, &endpoint).await;
     true
 }
 

@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
+use super::client::H1Conn;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
@@ -201,9 +201,9 @@ impl Finish {
         }
     }
 
-    pub(super) fn return_connection(&self, tx: http1::SendRequest<RequestBody>, now: Instant) {
+    pub(super) fn return_connection(&self, conn: Box<H1Conn>, now: Instant) {
         if let Some(a) = &self.active {
-            a.endpoint().pool.put(tx, now);
+            conn.release(a.endpoint(), now);
         }
     }
 
@@ -567,7 +567,7 @@ type Failure = (ProxyError, Option<HeaderValue>);
 /// What came back from upstream, before it becomes the client's response.
 enum Forwarded {
     /// A response whose body streams from upstream; HTTP/1 connection to pool at its end.
-    Response(Response<Incoming>, Option<http1::SendRequest<RequestBody>>),
+    Response(Response<Incoming>, Option<Box<H1Conn>>),
     /// `101 Switching Protocols`: the tunnel runs in its own task.
     Upgraded(http::response::Parts),
 }

@@ -26,12 +26,16 @@ enum Behaviour {
     CloseAfterHead,
     /// Read a request head, answer these bytes, keep the connection open.
     Answer(&'static [u8]),
+    /// Answer every request as soon as its head is in, then read its body; close a
+    /// connection idle for this long (an upstream's keep-alive timeout).
+    EarlyAnswer { idle: Duration },
 }
 
 /// A running raw TCP peer; stops and closes its connections when dropped.
 pub struct TcpUpstream {
     addr: SocketAddr,
     connections: Arc<AtomicU64>,
+    counts: Arc<Counts>,
     _accept: AbortOnDrop,
     // Connections parked in the accept queue of a peer that never accepts.
     _parked: Vec<TcpStream>,
@@ -46,6 +50,23 @@ impl TcpUpstream {
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
     }
+
+    /// Connections this peer has closed after its idle timeout (`early_answer` only).
+    pub fn closed_idle(&self) -> u64 {
+        self.counts.closed_idle.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose body this peer has read to its end (`early_answer` only).
+    pub fn bodies_read(&self) -> u64 {
+        self.counts.bodies_read.load(Ordering::Relaxed)
+    }
+}
+
+/// What `early_answer` counts.
+#[derive(Default)]
+struct Counts {
+    closed_idle: AtomicU64,
+    bodies_read: AtomicU64,
 }
 
 /// Echoes bytes back, honouring half-close (see [`EOF_REPLY`]).
@@ -61,6 +82,14 @@ pub async fn close_after_request_head() -> TcpUpstream {
 /// Reads a request head, then answers `bytes`, which is not meant to be HTTP.
 pub async fn answer(bytes: &'static [u8]) -> TcpUpstream {
     serve(Behaviour::Answer(bytes)).await
+}
+
+/// An HTTP/1.1 keep-alive server that answers `200 ok` to each request as soon as its head
+/// is in, before the request body (which it then reads, by its `content-length`), and closes
+/// a connection after `idle` without a request, as servers do with idle keep-alive
+/// connections.
+pub async fn early_answer(idle: Duration) -> TcpUpstream {
+    serve(Behaviour::EarlyAnswer { idle }).await
 }
 
 /// A listener whose accept queue is full and never drained: the kernel drops further SYNs, so a
@@ -90,6 +119,7 @@ pub async fn never_accepting() -> TcpUpstream {
     TcpUpstream {
         addr,
         connections: Arc::new(AtomicU64::new(0)),
+        counts: Arc::default(),
         // The listener must outlive the test's use of the address; the task owns it.
         _accept: AbortOnDrop(tokio::spawn(async move {
             let _listener = listener;
@@ -108,6 +138,8 @@ async fn serve(behaviour: Behaviour) -> TcpUpstream {
         .expect("bound listener has an address");
     let connections = Arc::new(AtomicU64::new(0));
     let counted = connections.clone();
+    let counts: Arc<Counts> = Arc::default();
+    let counting = counts.clone();
     let accept = tokio::spawn(async move {
         let mut tasks = JoinSet::new();
         loop {
@@ -120,11 +152,15 @@ async fn serve(behaviour: Behaviour) -> TcpUpstream {
                 }
             };
             counted.fetch_add(1, Ordering::Relaxed);
+            let counting = counting.clone();
             tasks.spawn(async move {
                 let _ = match behaviour {
                     Behaviour::Echo => echo_conn(stream).await,
                     Behaviour::CloseAfterHead => read_head(stream).await.map(drop),
                     Behaviour::Answer(bytes) => answer_conn(stream, bytes).await,
+                    Behaviour::EarlyAnswer { idle } => {
+                        early_answer_conn(stream, idle, &counting).await
+                    }
                 };
             });
             while tasks.try_join_next().is_some() {}
@@ -133,6 +169,7 @@ async fn serve(behaviour: Behaviour) -> TcpUpstream {
     TcpUpstream {
         addr,
         connections,
+        counts,
         _accept: AbortOnDrop(accept),
         _parked: Vec::new(),
     }
@@ -157,6 +194,52 @@ async fn answer_conn(stream: TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     let mut sink = [0u8; 1024];
     while stream.read(&mut sink).await? > 0 {}
     Ok(())
+}
+
+async fn early_answer_conn(
+    mut stream: TcpStream,
+    idle: Duration,
+    counts: &Counts,
+) -> std::io::Result<()> {
+    let mut buffered = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        // The next request's head, or the idle timeout.
+        let head_end = loop {
+            if let Some(i) = buffered.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match tokio::time::timeout(idle, stream.read(&mut buf)).await {
+                Err(_) if buffered.is_empty() => {
+                    drop(stream);
+                    counts.closed_idle.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(_) => return Ok(()),
+                Ok(n) => match n? {
+                    0 => return Ok(()),
+                    n => buffered.extend_from_slice(&buf[..n]),
+                },
+            }
+        };
+        let head = String::from_utf8_lossy(&buffered[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap_or(0));
+        buffered.drain(..head_end);
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await?;
+        while buffered.len() < length {
+            match stream.read(&mut buf).await? {
+                0 => return Ok(()),
+                n => buffered.extend_from_slice(&buf[..n]),
+            }
+        }
+        buffered.drain(..length);
+        counts.bodies_read.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 async fn read_head(mut stream: TcpStream) -> std::io::Result<TcpStream> {
