@@ -436,7 +436,8 @@ async fn connect(cluster: &Cluster, ep: &Endpoint) -> Result<Sender, ProxyError>
 }
 
 /// The HTTP handshake over a connected byte stream (a socket, or a TLS session over one);
-/// the connection task holds the `max_connections` unit until the connection closes.
+/// the connection (its [`H1Conn`], or its task for HTTP/2) holds the `max_connections` unit
+/// until it closes.
 async fn handshake<I>(
     cluster: &Cluster,
     ep: &Endpoint,
