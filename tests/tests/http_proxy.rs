@@ -673,14 +673,9 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced_unseen() {
     .await;
     let mut client = Client::http1(proxy.listener("in")).await;
     assert_eq!(client.get("/one").send().await.status, 200);
-    eventually(
-        "the upstream closing the idle connection",
-        Duration::from_secs(5),
-        async || match upstream.closed_idle() {
-            1 => Ok(()),
-            n => Err(n),
-        },
-    )
+    count_reaches("idle connections the upstream closed", 1, || {
+        upstream.closed_idle()
+    })
     .await;
 
     let reply = client.get("/two").send().await;
@@ -745,14 +740,15 @@ async fn a_request_body_still_going_out_after_an_early_response_is_finished() {
     assert_eq!(head.status, 200, "{head:?}");
     // Both bodies (the empty one of the GET too) reached the upstream whole. Whether the GET
     // used the same connection depends on whether it came before the first one was free.
-    eventually(
-        "both request bodies read upstream",
-        Duration::from_secs(5),
-        async || match upstream.bodies_read() {
-            2 => Ok(()),
-            n => Err(n),
-        },
-    )
+    count_reaches("request bodies read upstream", 2, || upstream.bodies_read()).await;
+}
+
+/// Waits (up to 5 s) for a peer's counter to reach `n`.
+async fn count_reaches(what: &str, n: u64, count: impl Fn() -> u64) {
+    eventually(what, Duration::from_secs(5), async || match count() {
+        c if c == n => Ok(()),
+        c => Err(c),
+    })
     .await;
 }
 

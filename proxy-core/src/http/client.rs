@@ -621,12 +621,43 @@ mod tests {
         }
     }
 
-    fn relay() -> (Arc<Relay>, Waker) {
-        let relay = Arc::new(Relay::default());
-        let waker = Waker::from(relay.clone());
-        (relay, waker)
+    /// A relay, and the task it wakes, counting that task's wakes.
+    struct Harness {
+        relay: Arc<Relay>,
+        waker: Waker,
+        task: Arc<Count>,
     }
 
+    impl Harness {
+        fn new() -> Harness {
+            let relay = Arc::new(Relay::default());
+            Harness {
+                waker: Waker::from(relay.clone()),
+                relay,
+                task: Arc::default(),
+            }
+        }
+
+        fn drive<T>(
+            &self,
+            driver: &mut Option<Driver>,
+            step: impl FnMut(&mut (), &mut Context<'_>) -> Poll<T>,
+        ) -> Poll<T> {
+            let task = Waker::from(self.task.clone());
+            let mut cx = Context::from_waker(&task);
+            drive_rounds(&self.relay, &self.waker, driver, &mut (), &mut cx, step)
+        }
+
+        fn task_wakes(&self) -> usize {
+            self.task.0.load(Ordering::SeqCst)
+        }
+    }
+
+    fn pending(_: &mut (), _: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+
+    /// A stand-in for hyper's connection future.
     fn driver(
         poll: impl FnMut(&mut Context<'_>) -> Poll<hyper::Result<()>> + Send + 'static,
     ) -> Option<Driver> {
@@ -635,19 +666,16 @@ mod tests {
 
     #[test]
     fn a_hand_over_inside_a_drive_is_polled_there_without_waking_the_task() {
-        let (relay, waker) = relay();
+        let h = Harness::new();
         let handed = Arc::new(AtomicBool::new(false));
-        let h = handed.clone();
+        let handing = handed.clone();
         // The connection hands the response over (a channel send wakes its receiver).
         let mut driver = driver(move |cx| {
-            h.store(true, Ordering::SeqCst);
+            handing.store(true, Ordering::SeqCst);
             cx.waker().wake_by_ref();
             Poll::Pending
         });
-        let task = Arc::new(Count::default());
-        let task_waker = Waker::from(task.clone());
-        let mut cx = Context::from_waker(&task_waker);
-        let polled = drive_rounds(&relay, &waker, &mut driver, &mut (), &mut cx, |_, _| {
+        let polled = h.drive(&mut driver, |_, _| {
             if handed.load(Ordering::SeqCst) {
                 Poll::Ready(())
             } else {
@@ -655,12 +683,12 @@ mod tests {
             }
         });
         assert_eq!(polled, Poll::Ready(()));
-        assert_eq!(task.0.load(Ordering::SeqCst), 0, "no wake for the task");
+        assert_eq!(h.task_wakes(), 0, "no wake for the task");
     }
 
     #[test]
     fn a_wake_after_the_drive_reaches_the_task() {
-        let (relay, waker) = relay();
+        let h = Harness::new();
         let slot: Arc<Mutex<Option<Waker>>> = Arc::default();
         let s = slot.clone();
         // The connection waits for its socket, keeping the waker it was given.
@@ -668,22 +696,16 @@ mod tests {
             *s.lock().unwrap() = Some(cx.waker().clone());
             Poll::Pending
         });
-        let task = Arc::new(Count::default());
-        let task_waker = Waker::from(task.clone());
-        let mut cx = Context::from_waker(&task_waker);
-        let polled = drive_rounds(&relay, &waker, &mut driver, &mut (), &mut cx, |_, _| {
-            Poll::<()>::Pending
-        });
-        assert_eq!(polled, Poll::Pending);
-        assert_eq!(task.0.load(Ordering::SeqCst), 0);
+        assert_eq!(h.drive(&mut driver, pending), Poll::Pending);
+        assert_eq!(h.task_wakes(), 0);
         // The socket becomes readable.
         slot.lock().unwrap().take().unwrap().wake();
-        assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task is woken");
+        assert_eq!(h.task_wakes(), 1, "the task is woken");
     }
 
     #[test]
     fn a_driver_that_always_wakes_itself_is_left_after_bounded_rounds() {
-        let (relay, waker) = relay();
+        let h = Harness::new();
         let polls = Arc::new(AtomicUsize::new(0));
         let p = polls.clone();
         // Out of its cooperative budget, a resource wakes on every poll.
@@ -692,31 +714,16 @@ mod tests {
             cx.waker().wake_by_ref();
             Poll::Pending
         });
-        let task = Arc::new(Count::default());
-        let task_waker = Waker::from(task.clone());
-        let mut cx = Context::from_waker(&task_waker);
-        let polled = drive_rounds(&relay, &waker, &mut driver, &mut (), &mut cx, |_, _| {
-            Poll::<()>::Pending
-        });
-        assert_eq!(polled, Poll::Pending);
+        assert_eq!(h.drive(&mut driver, pending), Poll::Pending);
         assert_eq!(polls.load(Ordering::SeqCst), DRIVE_ROUNDS);
-        assert_eq!(
-            task.0.load(Ordering::SeqCst),
-            1,
-            "the task comes back later"
-        );
+        assert_eq!(h.task_wakes(), 1, "the task comes back later");
     }
 
     #[test]
     fn an_ended_connection_is_not_polled_again() {
-        let (relay, waker) = relay();
+        let h = Harness::new();
         let mut driver = driver(|_| Poll::Ready(Ok(())));
-        let task = Arc::new(Count::default());
-        let task_waker = Waker::from(task.clone());
-        let mut cx = Context::from_waker(&task_waker);
-        let _ = drive_rounds(&relay, &waker, &mut driver, &mut (), &mut cx, |_, _| {
-            Poll::<()>::Pending
-        });
+        let _ = h.drive(&mut driver, pending);
         assert!(driver.is_none());
     }
 }
