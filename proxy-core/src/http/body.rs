@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::client::H1Conn;
+use super::client::{self, H1Conn};
 use super::proxy::Finish;
 
 /// The request body sent upstream: the client's stream (counted when the access log wants
@@ -303,10 +303,7 @@ impl Body for ResponseBody {
                 Poll::Ready(frame)
             }
             Kind::Upstream(body) => {
-                let frame = ready!(match &mut this.pooled {
-                    Some(conn) => conn.drive(cx, |_, cx| Pin::new(&mut *body).poll_frame(cx)),
-                    None => Pin::new(&mut *body).poll_frame(cx),
-                });
+                let frame = ready!(client::poll_frame(this.pooled.as_deref_mut(), body, cx));
                 match &frame {
                     Some(Ok(f)) => {
                         if let Some(d) = f.data_ref() {

@@ -172,12 +172,11 @@ impl H1Conn {
     /// Let the connection run in a task of its own: after `101 Switching Protocols` it must
     /// hand its socket over to the tunnel, which nobody else drives it to do.
     fn detach(mut self: Box<Self>) {
-        if let Some(mut d) = self.driver.take() {
-            tokio::spawn(async move {
+        tokio::spawn(async move {
+            if let Some(d) = &mut self.driver {
                 let _ = d.as_mut().await;
-                drop(self);
-            });
-        }
+            }
+        });
     }
 
     /// The response ended: pool the connection, or, if it still has work (a request body
@@ -245,30 +244,38 @@ fn drive_rounds<S, T>(
     Poll::Pending
 }
 
+/// The next frame of an upstream response body, driving its HTTP/1 connection if it has
+/// one (an HTTP/2 body is driven by its connection's task).
+pub fn poll_frame(
+    conn: Option<&mut H1Conn>,
+    body: &mut Incoming,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+    use http_body::Body as _;
+    match conn {
+        Some(conn) => conn.drive(cx, |_, cx| Pin::new(&mut *body).poll_frame(cx)),
+        None => Pin::new(body).poll_frame(cx),
+    }
+}
+
 /// Read an upstream response body to its end (driving its connection), then pool the
 /// connection. Whether the whole body came.
 pub async fn read_to_end(
     mut body: Incoming,
-    conn: Option<Box<H1Conn>>,
+    mut conn: Option<Box<H1Conn>>,
     ep: &Arc<Endpoint>,
 ) -> bool {
-    use http_body::Body as _;
-    let Some(mut conn) = conn else {
-        return http_body_util::BodyExt::collect(body).await.is_ok();
-    };
     let complete = std::future::poll_fn(|cx| {
-        conn.drive(cx, |_, cx| {
-            loop {
-                match std::task::ready!(Pin::new(&mut body).poll_frame(cx)) {
-                    Some(Ok(_)) => continue,
-                    Some(Err(_)) => return Poll::Ready(false),
-                    None => return Poll::Ready(true),
-                }
+        loop {
+            match std::task::ready!(poll_frame(conn.as_deref_mut(), &mut body, cx)) {
+                Some(Ok(_)) => continue,
+                Some(Err(_)) => return Poll::Ready(false),
+                None => return Poll::Ready(true),
             }
-        })
+        }
     })
     .await;
-    if complete {
+    if complete && let Some(conn) = conn {
         conn.release(ep, Instant::now());
     }
     complete
@@ -332,10 +339,8 @@ impl Pool {
     }
 
     /// Give a connection back after its response ended.
+    /// Keep an open connection (`H1Conn::release` checked) that is ready for a request.
     fn put(&self, conn: Box<H1Conn>, now: Instant) {
-        if conn.is_closed() {
-            return;
-        }
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < self.max_idle
         {
