@@ -743,6 +743,45 @@ async fn a_request_body_still_going_out_after_an_early_response_is_finished() {
     count_reaches("request bodies read upstream", 2, || upstream.bodies_read()).await;
 }
 
+/// A server may stream its answer while it still reads the request body, and a client may
+/// read nothing until it has sent its whole body. The proxy must keep carrying the body
+/// upstream while the answer backs up behind the client, or the three wait on each other.
+#[tokio::test]
+async fn a_request_body_keeps_going_out_while_the_answer_waits_for_the_client() {
+    // The answer is more than the proxy's socket buffers towards a client that does not read
+    // (4 MiB at most here); the body more than the client's and the proxy's receive buffers.
+    const ANSWER: usize = 16 << 20;
+    const BODY: usize = 64 << 20;
+    let upstream = e2e_tests::upstream::tcp::answer_while_reading(ANSWER).await;
+    let proxy = Sidecar::start(single_route_to(upstream.addr())).await;
+    let mut conn = RawConn::connect(proxy.listener("in")).await;
+    let head = format!("POST /upload HTTP/1.1\r\nhost: app\r\ncontent-length: {BODY}\r\n\r\n");
+    let chunk = vec![b'x'; 1 << 20];
+    let upload = async {
+        conn.write(head.as_bytes()).await?;
+        for _ in 0..BODY / chunk.len() {
+            conn.write(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::time::timeout(Duration::from_secs(30), upload)
+        .await
+        .expect("the whole body was taken while the answer waited for the client")
+        .expect("write the body");
+    count_reaches("request bodies read upstream", 1, || upstream.bodies_read()).await;
+
+    let head = conn
+        .read_head(Duration::from_secs(5))
+        .await
+        .expect("the answer's head");
+    assert_eq!(head.status, 200, "{head:?}");
+    let answer = conn
+        .read_exact(ANSWER, Duration::from_secs(30))
+        .await
+        .expect("the whole answer");
+    assert!(answer.iter().all(|&b| b == b'y'));
+}
+
 /// Waits (up to 5 s) for a peer's counter to reach `n`.
 async fn count_reaches(what: &str, n: u64, count: impl Fn() -> u64) {
     eventually(what, Duration::from_secs(5), async || match count() {

@@ -7,8 +7,8 @@
 //! come back is what makes durations and byte counts true for streamed responses.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -26,6 +26,8 @@ use super::proxy::Finish;
 pub struct RequestBody {
     source: Source,
     received: Option<Arc<AtomicU64>>,
+    /// Alive while the body is: see [`RequestBody::watch`].
+    alive: Option<Arc<()>>,
 }
 
 /// The rare sources keep their bulk behind a box: a request (and this body in it) is moved
@@ -67,6 +69,7 @@ impl Buffered {
                     trailers: trailers.clone().map(Box::new),
                 },
                 received: None,
+                alive: None,
             }),
             Buffered::TooLarge(_) => None,
         }
@@ -81,6 +84,7 @@ impl Buffered {
                     trailers: trailers.map(Box::new),
                 },
                 received: None,
+                alive: None,
             },
             Buffered::TooLarge(b) => b,
         }
@@ -92,7 +96,18 @@ impl RequestBody {
         RequestBody {
             source: Source::Stream(inner),
             received,
+            alive: None,
         }
+    }
+
+    /// A handle that says whether the body is still being sent: hyper drops a request body
+    /// once it has written its end (or given up on it). `None` for a body with nothing to
+    /// send.
+    pub fn watch(&mut self) -> Option<Weak<()>> {
+        if self.is_end_stream() {
+            return None;
+        }
+        Some(Arc::downgrade(self.alive.get_or_insert_default()))
     }
 
     /// Read the client's body for replay, up to `limit` bytes. A body announced (by
@@ -127,6 +142,7 @@ impl RequestBody {
                                 rest: inner,
                             })),
                             received,
+                            alive: None,
                         }));
                     }
                     continue;
@@ -335,5 +351,32 @@ impl Body for ResponseBody {
             Kind::Upstream(b) => b.size_hint(),
             Kind::Local(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whole(data: &'static [u8]) -> RequestBody {
+        Buffered::Whole {
+            data: Bytes::from_static(data),
+            trailers: None,
+        }
+        .into_body()
+    }
+
+    #[test]
+    fn a_watched_body_is_seen_gone_once_dropped() {
+        let mut body = whole(b"payload");
+        let watch = body.watch().expect("a body with data to send is watched");
+        assert_eq!(watch.strong_count(), 1, "alive while the body is");
+        drop(body);
+        assert_eq!(watch.strong_count(), 0, "gone with the body");
+    }
+
+    #[test]
+    fn a_body_with_nothing_to_send_is_not_watched() {
+        assert!(whole(b"").watch().is_none());
     }
 }

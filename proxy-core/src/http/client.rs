@@ -12,7 +12,8 @@
 //! by nobody: a close by the upstream is noticed when the next request takes it (which then
 //! goes out on a fresh connection), or by the cluster's periodic pool sweep. A connection
 //! still sending a request body when its response has ended (an early answer) finishes in a
-//! task of its own and is pooled after.
+//! task of its own and is pooled after. So does, for good, a connection whose request body
+//! is still going out when the response head comes in (see [`H1Conn::drive_in_task`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -63,8 +64,10 @@ type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 /// the wakes that happen while the connection is being driven and polls again instead.
 pub struct H1Conn {
     tx: H1,
-    /// `None` once the connection has ended (closed, or handed over by an upgrade).
+    /// `None` once the connection has ended (closed, or handed over by an upgrade), or
+    /// runs in a task of its own (`in_task`).
     driver: Option<Driver>,
+    in_task: bool,
     relay: Arc<Relay>,
     waker: Waker,
     active: prometheus_client::metrics::gauge::Gauge,
@@ -108,6 +111,7 @@ impl H1Conn {
         Box::new(H1Conn {
             tx,
             driver: Some(driver),
+            in_task: false,
             waker: Waker::from(relay.clone()),
             relay,
             active,
@@ -123,8 +127,11 @@ impl H1Conn {
     pub fn drive<T>(
         &mut self,
         cx: &mut Context<'_>,
-        step: impl FnMut(&mut H1, &mut Context<'_>) -> Poll<T>,
+        mut step: impl FnMut(&mut H1, &mut Context<'_>) -> Poll<T>,
     ) -> Poll<T> {
+        if self.in_task {
+            return step(&mut self.tx, cx);
+        }
         drive_rounds(
             &self.relay,
             &self.waker,
@@ -166,12 +173,29 @@ impl H1Conn {
     }
 
     fn is_closed(&self) -> bool {
-        self.driver.is_none() || self.tx.is_closed()
+        (self.driver.is_none() && !self.in_task) || self.tx.is_closed()
+    }
+
+    /// Let the connection run in a task of its own from now on. Its request body is still
+    /// going out after the response head came in, and driven inline it would go out only
+    /// while the response body is read, which is as fast as the client reads. A client
+    /// that reads nothing until it has sent its whole body would then wait for the upstream,
+    /// which waits for the body, which waits for the client.
+    fn drive_in_task(&mut self) {
+        if let Some(driver) = self.driver.take() {
+            self.in_task = true;
+            tokio::spawn(async move {
+                let _ = driver.await;
+            });
+        }
     }
 
     /// Let the connection run in a task of its own: after `101 Switching Protocols` it must
     /// hand its socket over to the tunnel, which nobody else drives it to do.
     fn detach(mut self: Box<Self>) {
+        if self.driver.is_none() {
+            return;
+        }
         tokio::spawn(async move {
             if let Some(d) = &mut self.driver {
                 let _ = d.as_mut().await;
@@ -568,6 +592,7 @@ pub async fn send(
     now: Instant,
     connect_time: &mut Option<Duration>,
 ) -> Result<(Response<Incoming>, Option<Box<H1Conn>>), ProxyError> {
+    let uploading = req.body_mut().watch();
     for attempt in 0..2 {
         match checkout(cluster, ep, now, connect_time).await? {
             Sender::H1(mut conn) => {
@@ -580,7 +605,12 @@ pub async fn send(
                         conn.detach();
                         return Ok((resp, None));
                     }
-                    Ok(resp) => return Ok((resp, Some(conn))),
+                    Ok(resp) => {
+                        if uploading.as_ref().is_some_and(|b| b.strong_count() > 0) {
+                            conn.drive_in_task();
+                        }
+                        return Ok((resp, Some(conn)));
+                    }
                     Err(mut e) => match e.take_message() {
                         Some(unsent) if attempt == 0 => req = unsent,
                         _ => return Err(ProxyError::from_upstream(e.error())),

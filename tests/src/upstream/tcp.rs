@@ -29,6 +29,9 @@ enum Behaviour {
     /// Answer every request as soon as its head is in, then read its body; close a
     /// connection idle for this long (an upstream's keep-alive timeout).
     EarlyAnswer { idle: Duration },
+    /// Stream an answer of this many bytes as soon as a request head is in, while reading
+    /// the request body at the same time.
+    AnswerWhileReading(usize),
 }
 
 /// A running raw TCP peer; stops and closes its connections when dropped.
@@ -56,7 +59,8 @@ impl TcpUpstream {
         self.counts.closed_idle.load(Ordering::Relaxed)
     }
 
-    /// Requests whose body this peer has read to its end (`early_answer` only).
+    /// Requests whose body this peer has read to its end (`early_answer` and
+    /// `answer_while_reading`).
     pub fn bodies_read(&self) -> u64 {
         self.counts.bodies_read.load(Ordering::Relaxed)
     }
@@ -90,6 +94,13 @@ pub async fn answer(bytes: &'static [u8]) -> TcpUpstream {
 /// connections.
 pub async fn early_answer(idle: Duration) -> TcpUpstream {
     serve(Behaviour::EarlyAnswer { idle }).await
+}
+
+/// An HTTP/1.1 server that starts streaming a `len`-byte answer as soon as a request head
+/// is in, and reads the request body (by its `content-length`) at the same time, as a server
+/// that answers while it reads does. One request per connection.
+pub async fn answer_while_reading(len: usize) -> TcpUpstream {
+    serve(Behaviour::AnswerWhileReading(len)).await
 }
 
 /// A listener whose accept queue is full and never drained: the kernel drops further SYNs, so a
@@ -161,6 +172,9 @@ async fn serve(behaviour: Behaviour) -> TcpUpstream {
                     Behaviour::EarlyAnswer { idle } => {
                         early_answer_conn(stream, idle, &counting).await
                     }
+                    Behaviour::AnswerWhileReading(len) => {
+                        answer_while_reading_conn(stream, len, &counting).await
+                    }
                 };
             });
             while tasks.try_join_next().is_some() {}
@@ -222,11 +236,7 @@ async fn early_answer_conn(
                 },
             }
         };
-        let head = String::from_utf8_lossy(&buffered[..head_end]).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .map_or(0, |v| v.trim().parse().unwrap_or(0));
+        let length = content_length(&buffered[..head_end]);
         buffered.drain(..head_end);
         stream
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
@@ -240,6 +250,59 @@ async fn early_answer_conn(
         buffered.drain(..length);
         counts.bodies_read.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+async fn answer_while_reading_conn(
+    mut stream: TcpStream,
+    len: usize,
+    counts: &Counts,
+) -> std::io::Result<()> {
+    let mut buffered = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let head_end = loop {
+        if let Some(i) = buffered.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut buf).await? {
+            0 => return Ok(()),
+            n => buffered.extend_from_slice(&buf[..n]),
+        }
+    };
+    let length = content_length(&buffered[..head_end]);
+    let mut body_read = buffered.len() - head_end;
+    let (mut reader, mut writer) = stream.into_split();
+    let answer = tokio::spawn(async move {
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+        writer.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'y'; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            writer.write_all(&chunk[..n]).await?;
+            left -= n;
+        }
+        // Keep the write half open until the proxy closes the connection.
+        Ok::<_, std::io::Error>(writer)
+    });
+    while body_read < length {
+        match reader.read(&mut buf).await? {
+            0 => return Ok(()),
+            n => body_read += n,
+        }
+    }
+    counts.bodies_read.fetch_add(1, Ordering::Relaxed);
+    let _writer = answer.await??;
+    while reader.read(&mut buf).await? > 0 {}
+    Ok(())
+}
+
+/// The `content-length` of a request head, 0 if it has none.
+fn content_length(head: &[u8]) -> usize {
+    String::from_utf8_lossy(head)
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0))
 }
 
 async fn read_head(mut stream: TcpStream) -> std::io::Result<TcpStream> {
