@@ -656,9 +656,8 @@ async fn requests_are_routed_by_host_path_and_headers() {
 }
 
 /// An upstream may close a keep-alive connection while it sits idle in the proxy's pool (its
-/// keep-alive timeout). Nothing drives an idle pooled connection, so the proxy finds out when
-/// the next request takes it: the request must go out on a fresh connection, and the closed
-/// one must give back its `max_connections` unit and its gauge.
+/// keep-alive timeout). The next request must go out on a fresh connection, unseen by the
+/// client, and the closed one must have given back its `max_connections` unit and its gauge.
 #[tokio::test]
 async fn a_pooled_connection_the_upstream_closed_is_replaced_unseen() {
     let upstream = e2e_tests::upstream::tcp::early_answer(Duration::from_millis(100)).await;
@@ -698,6 +697,48 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced_unseen() {
         },
     )
     .await;
+}
+
+/// An idle pooled connection that the upstream closes is dropped at once: it leaves the
+/// gauge and gives back its `max_connections` unit then, not at the next request or the
+/// pool's periodic sweep (every 10 s here).
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closes_is_dropped_at_once() {
+    let upstream = e2e_tests::upstream::tcp::early_answer(Duration::from_millis(100)).await;
+    let proxy = Sidecar::start(json!({
+        "listeners": [{ "name": "in", "routes": [{ "name": "all", "cluster": "backend" }] }],
+        "clusters": [{
+            "name": "backend",
+            "endpoints": [upstream.addr().to_string()],
+            "idle_timeout": "60s",
+        }],
+    }))
+    .await;
+    let admin = proxy.admin();
+    let open = async || {
+        admin.metrics().await.sum(
+            "sidecar_upstream_active_connections",
+            &[("cluster", "backend")],
+        )
+    };
+    let mut client = Client::http1(proxy.listener("in")).await;
+    assert_eq!(client.get("/one").send().await.status, 200);
+    assert_eq!(open().await, 1.0, "the connection is open and pooled");
+    count_reaches("idle connections the upstream closed", 1, || {
+        upstream.closed_idle()
+    })
+    .await;
+    // Well under the sweep's 10 s.
+    eventually(
+        "no upstream connection open",
+        Duration::from_secs(3),
+        async || match open().await {
+            0.0 => Ok(()),
+            n => Err(n),
+        },
+    )
+    .await;
+    assert_eq!(client.get("/two").send().await.status, 200);
 }
 
 /// An upstream may answer before it has read the request body (an early reply). The proxy

@@ -2,18 +2,21 @@
 //! idle pool, share one multiplexed HTTP/2 connection per endpoint.
 //!
 //! The pool is a short critical section (push/pop on a `Vec`) behind a mutex that is never
-//! held across an await. A request sent on a pooled connection that the upstream closed in
-//! the meantime is not lost: hyper hands it back unsent and it goes out on a fresh connection.
+//! held across an await.
 //!
 //! An HTTP/1 connection has no task of its own: the request using it drives it ([`H1Conn`]),
 //! first while waiting for the response head, then from the response body the client is
 //! sent. With one request at a time on the connection there is nothing else to drive, and a
-//! task of its own cost three task switches per request. An idle pooled connection is driven
-//! by nobody: a close by the upstream is noticed when the next request takes it (which then
-//! goes out on a fresh connection), or by the cluster's periodic pool sweep. A connection
-//! still sending a request body when its response has ended (an early answer) finishes in a
-//! task of its own and is pooled after. So does, for good, a connection whose request body
-//! is still going out when the response head comes in (see [`H1Conn::drive_in_task`]).
+//! task of its own cost three task switches per request. A connection still sending a
+//! request body when its response has ended (an early answer) finishes in a task of its own
+//! and is pooled after. So does, for good, a connection whose request body is still going
+//! out when the response head comes in (see [`H1Conn::drive_in_task`]).
+//!
+//! An idle pooled connection is driven by nobody, but its socket still wakes someone when
+//! the upstream closes it: the pool's [`IdleWatch`], which then drops it at once (its gauge
+//! and `max_connections` unit with it). A close that races with a request taking the
+//! connection is still not lost: hyper hands that request back unsent, and it goes out on
+//! a fresh connection.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -75,12 +78,17 @@ pub struct H1Conn {
     _unit: Option<Permit>,
 }
 
-/// Hand-overs inside one drive are re-polled there; wakes from outside reach the task.
+/// Hand-overs inside one drive are re-polled there; wakes from outside reach the task, or,
+/// while the connection is pooled, the pool's [`IdleWatch`].
 #[derive(Default)]
 struct Relay {
     task: Mutex<Option<Waker>>,
     driving: AtomicBool,
     woken: AtomicBool,
+    /// In the idle pool: a wake is the socket's (the upstream closing it, most likely).
+    pooled: AtomicBool,
+    /// The pool's watch (fixed: a connection belongs to one endpoint's pool).
+    watch: Option<Waker>,
 }
 
 impl Wake for Relay {
@@ -90,8 +98,14 @@ impl Wake for Relay {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::SeqCst);
-        if !self.driving.load(Ordering::SeqCst)
-            && let Ok(task) = self.task.lock()
+        if self.driving.load(Ordering::SeqCst) {
+            return;
+        }
+        if self.pooled.load(Ordering::SeqCst) {
+            if let Some(w) = &self.watch {
+                w.wake_by_ref();
+            }
+        } else if let Ok(task) = self.task.lock()
             && let Some(w) = task.as_ref()
         {
             w.wake_by_ref();
@@ -104,8 +118,17 @@ impl Wake for Relay {
 const DRIVE_ROUNDS: usize = 8;
 
 impl H1Conn {
-    fn new(tx: H1, driver: Driver, cluster: &Cluster, unit: Option<Permit>) -> Box<H1Conn> {
-        let relay = Arc::new(Relay::default());
+    fn new(
+        tx: H1,
+        driver: Driver,
+        cluster: &Cluster,
+        ep: &Endpoint,
+        unit: Option<Permit>,
+    ) -> Box<H1Conn> {
+        let relay = Arc::new(Relay {
+            watch: Some(ep.pool.watch.clone()),
+            ..Relay::default()
+        });
         let active = cluster.stats.active_connections.clone();
         active.inc();
         Box::new(H1Conn {
@@ -170,6 +193,12 @@ impl H1Conn {
         std::future::poll_fn(|cx| self.drive(cx, |tx, cx| tx.poll_ready(cx)))
             .await
             .is_ok()
+    }
+
+    /// In the idle pool or out: while in, the socket's wakes go to the pool's watch, not to
+    /// the last task that drove the connection.
+    fn set_pooled(&self, pooled: bool) {
+        self.relay.pooled.store(pooled, Ordering::SeqCst);
     }
 
     fn is_closed(&self) -> bool {
@@ -307,7 +336,9 @@ pub async fn read_to_end(
 
 /// Per-endpoint connection pool.
 pub struct Pool {
-    idle: Mutex<Vec<Idle>>,
+    idle: Arc<Mutex<Vec<Idle>>>,
+    /// Woken by the sockets of idle connections: see [`IdleWatch`].
+    watch: Waker,
     h2: Mutex<Option<H2>>,
     /// TLS endpoints: what ALPN chose last (`UNKNOWN`, `ALPN_H1`, `ALPN_H2`), and a gate so
     /// that, until HTTP/1.1 is known, a burst opens one connection to share, not one each.
@@ -327,8 +358,13 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     pub fn new(cfg: &config::Cluster) -> Pool {
+        let idle = Arc::new(Mutex::new(Vec::new()));
         Pool {
-            idle: Mutex::new(Vec::new()),
+            watch: Waker::from(Arc::new(IdleWatch {
+                idle: Arc::downgrade(&idle),
+                scheduled: AtomicBool::new(false),
+            })),
+            idle,
             h2: Mutex::new(None),
             alpn: AtomicU8::new(UNKNOWN),
             connecting: tokio::sync::Mutex::new(()),
@@ -347,6 +383,7 @@ impl Pool {
         let mut idle = self.idle.lock().ok()?;
         while let Some(i) = idle.pop() {
             if !i.conn.is_closed() && now.saturating_duration_since(i.since) < self.idle_timeout {
+                i.conn.set_pooled(false);
                 return Some(i.conn);
             }
         }
@@ -368,22 +405,63 @@ impl Pool {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < self.max_idle
         {
+            conn.set_pooled(true);
             idle.push(Idle { conn, since: now });
         }
     }
 
-    /// Close pooled connections idle for longer than the idle timeout, and drop those the
-    /// upstream closed: nothing drives an idle connection, so it is driven once here to see
-    /// its end (which gives back its `max_connections` unit).
+    /// Close pooled connections idle for longer than the idle timeout, and drop any the
+    /// upstream closed that the [`IdleWatch`] has not (one running in a task of its own).
     pub fn evict_expired(&self) {
-        if let Ok(mut idle) = self.idle.lock() {
-            let timeout = self.idle_timeout;
-            let mut cx = Context::from_waker(Waker::noop());
-            idle.retain_mut(|i| {
-                let _ = i.conn.drive(&mut cx, |_, _| Poll::<()>::Pending);
-                !i.conn.is_closed() && i.since.elapsed() < timeout
-            });
+        let timeout = self.idle_timeout;
+        drop_closed(&self.idle, &self.watch, |i| i.since.elapsed() < timeout);
+    }
+}
+
+/// Drive each idle connection once (with `watch`, so that its socket's next wake comes
+/// back to the pool) and keep those still open that `keep` keeps.
+fn drop_closed(idle: &Mutex<Vec<Idle>>, watch: &Waker, keep: impl Fn(&Idle) -> bool) {
+    if let Ok(mut idle) = idle.lock() {
+        let mut cx = Context::from_waker(watch);
+        idle.retain_mut(|i| {
+            let _ = i.conn.drive(&mut cx, |_, _| Poll::<()>::Pending);
+            !i.conn.is_closed() && keep(i)
+        });
+    }
+}
+
+/// The waker of a pool's idle connections. A socket wakes it when the upstream closes the
+/// connection (or sends something unasked); a task then drives the idle connections once
+/// and drops the ended ones, which gives back their `max_connections` units and leaves the
+/// gauge, rather than at the next request or the periodic sweep.
+struct IdleWatch {
+    idle: std::sync::Weak<Mutex<Vec<Idle>>>,
+    /// A check is queued: wakes until it runs add nothing.
+    scheduled: AtomicBool,
+}
+
+impl Wake for IdleWatch {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Sockets wake from the runtime's I/O driver, so a runtime is at hand; the check
+        // runs in a task, outside the driver's turn.
+        if self.scheduled.swap(true, Ordering::SeqCst) {
+            return;
         }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.scheduled.store(false, Ordering::SeqCst);
+            return;
+        };
+        let watch = self.clone();
+        rt.spawn(async move {
+            watch.scheduled.store(false, Ordering::SeqCst);
+            if let Some(idle) = watch.idle.upgrade() {
+                drop_closed(&idle, &Waker::from(watch), |_| true);
+            }
+        });
     }
 }
 
@@ -490,6 +568,7 @@ where
                 tx,
                 Box::pin(conn.with_upgrades()),
                 cluster,
+                ep,
                 unit,
             )))
         }
