@@ -341,11 +341,11 @@ sum_status_kib() { # sum_status_kib PID FIELD: a /proc/PID/status field summed o
   done
   echo "$s"
 }
-cpu_ticks() { # utime+stime of every thread, summed over the process tree
+cpu_ticks() { # cpu_ticks PID [user]: utime+stime (utime alone with "user") of every thread, summed over the process tree
   local s=0 p v
   for p in $(tree_pids "$1"); do
     # Fields after "(comm)": state is 1st, utime 12th, stime 13th.
-    v=$(sed 's/.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 }' || true)
+    v=$(sed 's/.*) //' /proc/"$p"/stat 2>/dev/null | awk -v only="${2:-}" '{ print (only == "user") ? $12 : $12 + $13 }' || true)
     s=$((s + ${v:-0}))
   done
   echo "$s"
@@ -370,7 +370,7 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 # The processes of a target: the mtls target is two sidecars.
 target_pids() { echo "${PID[$1]}"; if [ "$1" = mtls ]; then echo "${PID[mtls_b]}"; fi; }
-target_cpu() { local s=0 p; for p in $(target_pids "$1"); do s=$((s + $(cpu_ticks "$p"))); done; echo "$s"; }
+target_cpu() { local s=0 p; for p in $(target_pids "$1"); do s=$((s + $(cpu_ticks "$p" "${2:-}"))); done; echo "$s"; }
 target_kib() { local s=0 p; for p in $(target_pids "$1"); do s=$((s + $(sum_status_kib "$p" "$2"))); done; echo "$s"; }
 declare -A IDLE=()
 for t in $TARGETS; do IDLE[$t]=$(target_kib "$t" VmRSS); done
@@ -402,9 +402,9 @@ for r in $(seq 1 "$REPEAT"); do
     url="http://$HOST:${PORT[$t]}/"
     echo "# repeat $r/$REPEAT: $t" >&2
     [ "$WARM" -gt 0 ] && loadgen "$WARM" -t1 -c"$CONNS" -d"${WARM}s" "$url" >/dev/null
-    c0=$(target_cpu "$t")
+    c0=$(target_cpu "$t"); u0=$(target_cpu "$t" user)
     loadgen "$DUR" -t1 -c"$CONNS" -d"${DUR}s" --latency "$url" >"$TMP/$t.$r.load.txt"
-    c1=$(target_cpu "$t")
+    c1=$(target_cpu "$t"); u1=$(target_cpu "$t" user)
     loadgen "$C1_DUR" -t1 -c1 -d"${C1_DUR}s" --latency "$url" >"$TMP/$t.$r.c1.txt"
     reqs=$(wrk_field "$TMP/$t.$r.load.txt" reqs)
     V[$t.rps]+=" $(wrk_field "$TMP/$t.$r.load.txt" rps)"
@@ -412,6 +412,7 @@ for r in $(seq 1 "$REPEAT"); do
     V[$t.p99]+=" $(wrk_field "$TMP/$t.$r.load.txt" p99)"
     V[$t.c1p50]+=" $(wrk_field "$TMP/$t.$r.c1.txt" p50)"
     V[$t.cpu]+=" $(awk -v d=$((c1 - c0)) -v n="${reqs:-0}" -v hz="$CLK" 'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n }')"
+    V[$t.usr]+=" $(awk -v d=$((u1 - u0)) -v n="${reqs:-0}" -v hz="$CLK" 'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n }')"
     V[$t.errs]=$((${V[$t.errs]:-0} + $(wrk_field "$TMP/$t.$r.load.txt" errs) + $(wrk_field "$TMP/$t.$r.c1.txt" errs)))
     for p in $(target_pids "$t"); do
       kill -0 "$p" 2>/dev/null || { tail -20 "$TMP/$t.log" >&2; fail "$t died under load"; }
@@ -434,6 +435,12 @@ row() { printf '%-8s %9s %8s %7s %7s %7s %9s %9s %8s %8s %5s\n' "$@"; }
       "$(fmt 1 "$(median <<<"${V[$t.cpu]}")")" "$(mib "$(target_kib "$t" VmHWM)")" \
       "$(mib "${IDLE[$t]}")" "${V[$t.errs]}"
   done
+  # Where a proxy's CPU goes: its own code (user) or the kernel's TCP work for it.
+  split=""
+  for t in $TARGETS; do
+    split+=" $t $(fmt 1 "$(median <<<"${V[$t.usr]}")")"
+  done
+  echo "# cpu_us/req in user space (the rest is the kernel's), medians:$split"
 } >"$TMP/table.txt"
 if has_target mtls; then
   # Handshakes: new mTLS connections to B, each a full handshake with a client certificate
