@@ -137,6 +137,7 @@ struct Tracked {
     safe: u64,
     safe_hash: u64,
     marked: Option<u64>,
+    read: ReadTail,
     /// When the file was last seen under a matching path missing; `None` while present.
     gone_since: Option<Instant>,
     last_data: Instant,
@@ -144,10 +145,60 @@ struct Tracked {
 }
 
 impl Tracked {
+    /// The splitter starts over at `offset`: what was noted of the reads no longer applies.
+    fn restart_at(&mut self, offset: u64) {
+        self.splitter = LineSplitter::new(self.splitter_cap(), offset);
+        self.read = ReadTail::default();
+    }
+
     fn splitter_cap(&self) -> usize {
         self.stream
             .as_ref()
             .map_or(1, |s| s.max_line_bytes().saturating_add(1))
+    }
+}
+
+/// What was last read of a file, to hash the bytes before a line end as they were read:
+/// hashing them again from the file later could see a copytruncate's new content, and the
+/// copy would then not be recognised (and be read again whole).
+#[derive(Default)]
+struct ReadTail {
+    /// The last bytes read (at most [`TAIL_HASH_BYTES`]), just before the read position.
+    window: Vec<u8>,
+    /// The end of the last complete line read, and the hash of the bytes before it.
+    line_end_hash: Option<(u64, u64)>,
+}
+
+impl ReadTail {
+    /// `data` was read at `pos` and went through the splitter, whose last line now ends at
+    /// `end`.
+    fn note(&mut self, end: u64, pos: u64, data: &[u8]) {
+        if end >= pos && end <= pos + data.len() as u64 {
+            let in_data = &data[..(end - pos) as usize];
+            let need = end.min(TAIL_HASH_BYTES as u64) as usize;
+            if in_data.len() >= need {
+                self.line_end_hash = Some((end, xxh3_64(&in_data[in_data.len() - need..])));
+            } else if self.window.len() + in_data.len() >= need {
+                let mut before = self.window[self.window.len() + in_data.len() - need..].to_vec();
+                before.extend_from_slice(in_data);
+                self.line_end_hash = Some((end, xxh3_64(&before)));
+            } else {
+                self.line_end_hash = None;
+            }
+        }
+        let keep = data.len().min(TAIL_HASH_BYTES);
+        self.window.extend_from_slice(&data[data.len() - keep..]);
+        let excess = self.window.len().saturating_sub(TAIL_HASH_BYTES);
+        self.window.drain(..excess);
+    }
+
+    /// The hash of the bytes before `safe`: as read when `safe` is the last line end,
+    /// else read again from `file`.
+    fn hash_before(&self, file: &File, safe: u64) -> u64 {
+        match self.line_end_hash {
+            Some((end, hash)) if end == safe => hash,
+            _ => tail_hash(file, safe).unwrap_or(0),
+        }
     }
 }
 
@@ -467,8 +518,10 @@ impl<'a> Tailer<'a> {
                 && t.safe == found
                 && t.splitter.position() < size
             {
-                t.splitter = LineSplitter::new(t.splitter_cap(), size);
+                t.restart_at(size);
                 t.safe = size;
+                // The copy holds the same bytes up to `size`, and is not being truncated.
+                t.safe_hash = tail_hash(file, size).unwrap_or(0);
             }
         }
         // A copy of a file that existed before the restart takes over its checkpoint.
@@ -508,6 +561,7 @@ impl<'a> Tailer<'a> {
             safe: offset,
             safe_hash: 0,
             marked: None,
+            read: ReadTail::default(),
             gone_since: None,
             last_data: Instant::now(),
             size,
@@ -592,7 +646,7 @@ impl<'a> Tailer<'a> {
                 self.ghosts.push(Ghost {
                     fingerprint: t.key.fingerprint,
                     offset: t.splitter.safe_offset(),
-                    tail_hash: tail_hash(&t.file, t.splitter.safe_offset()).unwrap_or(0),
+                    tail_hash: t.read.hash_before(&t.file, t.splitter.safe_offset()),
                     until: now + self.config.rotate_wait,
                 });
                 sink.mark(Mark {
@@ -629,16 +683,21 @@ impl<'a> Tailer<'a> {
             t.splitter.feed(&self.buf[..n], |line| {
                 stream.line(line.bytes, line.start, line.end, sink);
             });
+            t.read.note(t.splitter.safe_offset(), pos, &self.buf[..n]);
             if sink.is_full() {
                 stream.publish();
                 let safe = stream.bound(t.splitter.safe_offset());
+                let hash = t.read.hash_before(&t.file, safe);
                 sink.mark(Mark {
                     key: t.key,
                     path: t.path.to_string_lossy().into_owned(),
                     offset: Some(safe),
-                    tail_hash: tail_hash(&t.file, safe).unwrap_or(0),
+                    tail_hash: hash,
                 });
+                // The pair recognises a copy of this file (copytruncate): a hash left from
+                // an earlier offset would not match, and the copy would be read again whole.
                 t.safe = safe;
+                t.safe_hash = hash;
                 t.marked = Some(safe);
                 if !sink.send() {
                     return (total, false);
@@ -661,7 +720,7 @@ impl<'a> Tailer<'a> {
             if t.marked == Some(safe) {
                 continue;
             }
-            let hash = tail_hash(&t.file, safe).unwrap_or(0);
+            let hash = t.read.hash_before(&t.file, safe);
             t.safe = safe;
             t.safe_hash = hash;
             t.marked = Some(safe);
@@ -683,6 +742,40 @@ mod tests {
     use super::*;
     use crate::parse::{Format, Parser, ParserConfig};
     use crate::pipeline::channel;
+
+    #[test]
+    fn the_hash_before_a_line_end_is_taken_from_the_bytes_as_read() {
+        let data: Vec<u8> = (0..400)
+            .flat_map(|i| format!("line {i} {}\n", "x".repeat(i % 37)).into_bytes())
+            .collect();
+        for chunk in [1, 7, 100, 300, 5000] {
+            let mut read = ReadTail::default();
+            let mut pos = 0;
+            let mut noted = 0;
+            while pos < data.len() {
+                let part = &data[pos..(pos + chunk).min(data.len())];
+                // The splitter's last line end after this read.
+                let end = data[..pos + part.len()]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |i| i + 1) as u64;
+                read.note(end, pos as u64, part);
+                if let Some((at, hash)) = read.line_end_hash {
+                    let at = at as usize;
+                    let need = at.min(TAIL_HASH_BYTES);
+                    assert_eq!(
+                        hash,
+                        xxh3_64(&data[at - need..at]),
+                        "chunk {chunk}, end {at}"
+                    );
+                    noted += 1;
+                }
+                pos += part.len();
+            }
+            assert!(noted > 0, "chunk {chunk}: no line end noted");
+            assert_eq!(read.window, data[data.len() - TAIL_HASH_BYTES..]);
+        }
+    }
 
     #[test]
     fn patterns_match_file_names_only() {
