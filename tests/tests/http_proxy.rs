@@ -660,23 +660,8 @@ async fn requests_are_routed_by_host_path_and_headers() {
 /// client, and the closed one must have given back its `max_connections` unit and its gauge.
 #[tokio::test]
 async fn a_pooled_connection_the_upstream_closed_is_replaced_unseen() {
-    let upstream = e2e_tests::upstream::tcp::early_answer(Duration::from_millis(100)).await;
-    let proxy = Sidecar::start(json!({
-        "listeners": [{ "name": "in", "routes": [{ "name": "all", "cluster": "backend" }] }],
-        "clusters": [{
-            "name": "backend",
-            "endpoints": [upstream.addr().to_string()],
-            "circuit_breakers": { "max_connections": 1 },
-        }],
-    }))
-    .await;
-    let mut client = Client::http1(proxy.listener("in")).await;
-    assert_eq!(client.get("/one").send().await.status, 200);
-    count_reaches("idle connections the upstream closed", 1, || {
-        upstream.closed_idle()
-    })
-    .await;
-
+    let (upstream, proxy, mut client) =
+        idle_close_after_one_request(json!({ "circuit_breakers": { "max_connections": 1 } })).await;
     let reply = client.get("/two").send().await;
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(
@@ -684,19 +669,7 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced_unseen() {
         2,
         "the second request went out on a new connection"
     );
-    let admin = proxy.admin();
-    eventually(
-        "one upstream connection open",
-        Duration::from_secs(5),
-        async || match admin.metrics().await.sum(
-            "sidecar_upstream_active_connections",
-            &[("cluster", "backend")],
-        ) {
-            1.0 => Ok(()),
-            n => Err(n),
-        },
-    )
-    .await;
+    open_connections_reach(&proxy, 1.0, Duration::from_secs(5)).await;
 }
 
 /// An idle pooled connection that the upstream closes is dropped at once: it leaves the
@@ -704,41 +677,52 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced_unseen() {
 /// pool's periodic sweep (every 10 s here).
 #[tokio::test]
 async fn an_idle_connection_the_upstream_closes_is_dropped_at_once() {
+    let (_upstream, proxy, mut client) =
+        idle_close_after_one_request(json!({ "idle_timeout": "60s" })).await;
+    // Well under the sweep's 10 s.
+    open_connections_reach(&proxy, 0.0, Duration::from_secs(3)).await;
+    assert_eq!(client.get("/two").send().await.status, 200);
+}
+
+/// A sidecar whose cluster (with `settings` added) is an upstream that closes connections
+/// idle for 100 ms; one request has been answered and its connection closed by the upstream.
+async fn idle_close_after_one_request(
+    settings: serde_json::Value,
+) -> (e2e_tests::upstream::tcp::TcpUpstream, Sidecar, Client) {
     let upstream = e2e_tests::upstream::tcp::early_answer(Duration::from_millis(100)).await;
+    let mut cluster = json!({ "name": "backend", "endpoints": [upstream.addr().to_string()] });
+    if let (Some(c), Some(extra)) = (cluster.as_object_mut(), settings.as_object()) {
+        c.extend(extra.clone());
+    }
     let proxy = Sidecar::start(json!({
         "listeners": [{ "name": "in", "routes": [{ "name": "all", "cluster": "backend" }] }],
-        "clusters": [{
-            "name": "backend",
-            "endpoints": [upstream.addr().to_string()],
-            "idle_timeout": "60s",
-        }],
+        "clusters": [cluster],
     }))
     .await;
-    let admin = proxy.admin();
-    let open = async || {
-        admin.metrics().await.sum(
-            "sidecar_upstream_active_connections",
-            &[("cluster", "backend")],
-        )
-    };
     let mut client = Client::http1(proxy.listener("in")).await;
     assert_eq!(client.get("/one").send().await.status, 200);
-    assert_eq!(open().await, 1.0, "the connection is open and pooled");
     count_reaches("idle connections the upstream closed", 1, || {
         upstream.closed_idle()
     })
     .await;
-    // Well under the sweep's 10 s.
+    (upstream, proxy, client)
+}
+
+/// Waits (up to `within`) for the sidecar's open connections to cluster `backend` to read `n`.
+async fn open_connections_reach(proxy: &Sidecar, n: f64, within: Duration) {
+    let admin = proxy.admin();
     eventually(
-        "no upstream connection open",
-        Duration::from_secs(3),
-        async || match open().await {
-            0.0 => Ok(()),
-            n => Err(n),
+        "the open upstream connections",
+        within,
+        async || match admin.metrics().await.sum(
+            "sidecar_upstream_active_connections",
+            &[("cluster", "backend")],
+        ) {
+            open if open == n => Ok(()),
+            open => Err(open),
         },
     )
     .await;
-    assert_eq!(client.get("/two").send().await.status, 200);
 }
 
 /// An upstream may answer before it has read the request body (an early reply). The proxy
