@@ -341,14 +341,14 @@ sum_status_kib() { # sum_status_kib PID FIELD: a /proc/PID/status field summed o
   done
   echo "$s"
 }
-cpu_ticks() { # cpu_ticks PID [user]: utime+stime (utime alone with "user") of every thread, summed over the process tree
-  local s=0 p v
+cpu_ticks() { # cpu_ticks PID: "TOTAL USER", utime+stime and utime of every thread, summed over the process tree
+  local s=0 u=0 p v w
   for p in $(tree_pids "$1"); do
     # Fields after "(comm)": state is 1st, utime 12th, stime 13th.
-    v=$(sed 's/.*) //' /proc/"$p"/stat 2>/dev/null | awk -v only="${2:-}" '{ print (only == "user") ? $12 : $12 + $13 }' || true)
-    s=$((s + ${v:-0}))
+    read -r v w < <(sed 's/.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13, $12 }' || true)
+    s=$((s + ${v:-0})); u=$((u + ${w:-0}))
   done
-  echo "$s"
+  echo "$s $u"
 }
 to_us() { # wrk's "87.00us" / "1.20ms" / "1.01s" -> whole microseconds
   awk -v x="$1" 'BEGIN { v = x + 0; m = 1
@@ -370,7 +370,12 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 # The processes of a target: the mtls target is two sidecars.
 target_pids() { echo "${PID[$1]}"; if [ "$1" = mtls ]; then echo "${PID[mtls_b]}"; fi; }
-target_cpu() { local s=0 p; for p in $(target_pids "$1"); do s=$((s + $(cpu_ticks "$p" "${2:-}"))); done; echo "$s"; }
+target_cpu() { # "TOTAL USER" ticks of a target's processes
+  local s=0 u=0 p v w
+  for p in $(target_pids "$1"); do read -r v w < <(cpu_ticks "$p"); s=$((s + v)); u=$((u + w)); done
+  echo "$s $u"
+}
+per_req() { awk -v d="$1" -v n="${2:-0}" -v hz="$CLK" 'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n }'; } # per_req TICKS REQUESTS: µs of CPU per request
 target_kib() { local s=0 p; for p in $(target_pids "$1"); do s=$((s + $(sum_status_kib "$p" "$2"))); done; echo "$s"; }
 declare -A IDLE=()
 for t in $TARGETS; do IDLE[$t]=$(target_kib "$t" VmRSS); done
@@ -402,17 +407,17 @@ for r in $(seq 1 "$REPEAT"); do
     url="http://$HOST:${PORT[$t]}/"
     echo "# repeat $r/$REPEAT: $t" >&2
     [ "$WARM" -gt 0 ] && loadgen "$WARM" -t1 -c"$CONNS" -d"${WARM}s" "$url" >/dev/null
-    c0=$(target_cpu "$t"); u0=$(target_cpu "$t" user)
+    read -r c0 u0 < <(target_cpu "$t")
     loadgen "$DUR" -t1 -c"$CONNS" -d"${DUR}s" --latency "$url" >"$TMP/$t.$r.load.txt"
-    c1=$(target_cpu "$t"); u1=$(target_cpu "$t" user)
+    read -r c1 u1 < <(target_cpu "$t")
     loadgen "$C1_DUR" -t1 -c1 -d"${C1_DUR}s" --latency "$url" >"$TMP/$t.$r.c1.txt"
     reqs=$(wrk_field "$TMP/$t.$r.load.txt" reqs)
     V[$t.rps]+=" $(wrk_field "$TMP/$t.$r.load.txt" rps)"
     V[$t.p50]+=" $(wrk_field "$TMP/$t.$r.load.txt" p50)"
     V[$t.p99]+=" $(wrk_field "$TMP/$t.$r.load.txt" p99)"
     V[$t.c1p50]+=" $(wrk_field "$TMP/$t.$r.c1.txt" p50)"
-    V[$t.cpu]+=" $(awk -v d=$((c1 - c0)) -v n="${reqs:-0}" -v hz="$CLK" 'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n }')"
-    V[$t.usr]+=" $(awk -v d=$((u1 - u0)) -v n="${reqs:-0}" -v hz="$CLK" 'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n }')"
+    V[$t.cpu]+=" $(per_req $((c1 - c0)) "$reqs")"
+    V[$t.usr]+=" $(per_req $((u1 - u0)) "$reqs")"
     V[$t.errs]=$((${V[$t.errs]:-0} + $(wrk_field "$TMP/$t.$r.load.txt" errs) + $(wrk_field "$TMP/$t.$r.c1.txt" errs)))
     for p in $(target_pids "$t"); do
       kill -0 "$p" 2>/dev/null || { tail -20 "$TMP/$t.log" >&2; fail "$t died under load"; }
@@ -448,10 +453,10 @@ if has_target mtls; then
   # client has finished; without a request s_time would close before that), for HS_DUR
   # seconds; B's CPU time over them gives handshakes per CPU-second (per core).
   pin=(); [ "$PIN" = 1 ] && pin=(taskset -c "$LOADGEN_CPU")
-  h0=$(cpu_ticks "${PID[mtls_b]}")
+  read -r h0 _ < <(cpu_ticks "${PID[mtls_b]}")
   timeout -k 2 $((HS_DUR + 10)) "${pin[@]}" openssl s_time -connect "$HOST:$MTLS_B_PORT" -new -time "$HS_DUR" -www / \
     -cert "$mesh/a/cert.pem" -key "$mesh/a/key.pem" >"$TMP/s_time.txt" 2>&1 || true
-  h1=$(cpu_ticks "${PID[mtls_b]}")
+  read -r h1 _ < <(cpu_ticks "${PID[mtls_b]}")
   read -r hs_conns hs_secs < <(awk '/connections in .* real seconds/ { print $1, $4; exit }' "$TMP/s_time.txt") || true
   hs_line="$(awk -v n="${hs_conns:-0}" -v d=$((h1 - h0)) -v hz="$CLK" -v t="${hs_secs:-$HS_DUR}" 'BEGIN {
     if (n > 0 && d > 0) printf "%d handshakes in %d s (%.0f/s); sidecar B used %.2f CPU-s: %.0f handshakes/s per core, %.0f us CPU each", n, t, n / t, d / hz, n / (d / hz), d / hz * 1e6 / n
