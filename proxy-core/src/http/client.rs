@@ -671,10 +671,11 @@ pub async fn send(
     now: Instant,
     connect_time: &mut Option<Duration>,
 ) -> Result<(Response<Incoming>, Option<Box<H1Conn>>), ProxyError> {
-    let uploading = req.body_mut().watch();
     for attempt in 0..2 {
         match checkout(cluster, ep, now, connect_time).await? {
             Sender::H1(mut conn) => {
+                // Only an HTTP/1 connection driven inline needs to know (see below).
+                let uploading = req.body_mut().watch();
                 let mut sending = std::pin::pin!(conn.start(req));
                 let sent =
                     std::future::poll_fn(|cx| conn.drive(cx, |_, cx| sending.as_mut().poll(cx)))
