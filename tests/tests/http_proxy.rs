@@ -701,6 +701,8 @@ async fn idle_close_after_one_request(
     .await;
     let mut client = Client::http1(proxy.listener("in")).await;
     assert_eq!(client.get("/one").send().await.status, 200);
+    // Counted while open and pooled (the upstream closes it 100 ms later).
+    open_connections_reach(&proxy, 1.0, Duration::from_secs(1)).await;
     count_reaches("idle connections the upstream closed", 1, || {
         upstream.closed_idle()
     })

@@ -219,22 +219,14 @@ async fn early_answer_conn(
     let mut buf = [0u8; 4096];
     loop {
         // The next request's head, or the idle timeout.
-        let head_end = loop {
-            if let Some(i) = buffered.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
+        let head_end = match next_head(&mut stream, &mut buffered, &mut buf, Some(idle)).await? {
+            Head::At(end) => end,
+            Head::Idle if buffered.is_empty() => {
+                drop(stream);
+                counts.closed_idle.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
             }
-            match tokio::time::timeout(idle, stream.read(&mut buf)).await {
-                Err(_) if buffered.is_empty() => {
-                    drop(stream);
-                    counts.closed_idle.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                }
-                Err(_) => return Ok(()),
-                Ok(n) => match n? {
-                    0 => return Ok(()),
-                    n => buffered.extend_from_slice(&buf[..n]),
-                },
-            }
+            Head::Idle | Head::Closed => return Ok(()),
         };
         let length = content_length(&buffered[..head_end]);
         buffered.drain(..head_end);
@@ -259,14 +251,8 @@ async fn answer_while_reading_conn(
 ) -> std::io::Result<()> {
     let mut buffered = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let head_end = loop {
-        if let Some(i) = buffered.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match stream.read(&mut buf).await? {
-            0 => return Ok(()),
-            n => buffered.extend_from_slice(&buf[..n]),
-        }
+    let Head::At(head_end) = next_head(&mut stream, &mut buffered, &mut buf, None).await? else {
+        return Ok(());
     };
     let length = content_length(&buffered[..head_end]);
     let mut body_read = buffered.len() - head_end;
@@ -294,6 +280,42 @@ async fn answer_while_reading_conn(
     let _writer = answer.await??;
     while reader.read(&mut buf).await? > 0 {}
     Ok(())
+}
+
+/// How the wait for a request head ended.
+enum Head {
+    /// `buffered` holds a head ending at this index.
+    At(usize),
+    /// Nothing more came within the idle time.
+    Idle,
+    /// The peer closed.
+    Closed,
+}
+
+/// Reads into `buffered` (through `buf`) until it holds a request head, giving up after
+/// `idle` without bytes when one is given.
+async fn next_head(
+    stream: &mut TcpStream,
+    buffered: &mut Vec<u8>,
+    buf: &mut [u8],
+    idle: Option<Duration>,
+) -> std::io::Result<Head> {
+    loop {
+        if let Some(i) = buffered.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok(Head::At(i + 4));
+        }
+        let n = match idle {
+            Some(idle) => match tokio::time::timeout(idle, stream.read(buf)).await {
+                Ok(n) => n?,
+                Err(_) => return Ok(Head::Idle),
+            },
+            None => stream.read(buf).await?,
+        };
+        if n == 0 {
+            return Ok(Head::Closed);
+        }
+        buffered.extend_from_slice(&buf[..n]);
+    }
 }
 
 /// The `content-length` of a request head, 0 if it has none.
