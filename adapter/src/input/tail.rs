@@ -151,6 +151,22 @@ impl Tracked {
         self.read = ReadTail::default();
     }
 
+    /// Output may resume at `safe`: remember it with the hash of the bytes before it (the
+    /// pair recognises a copy of this file, see [`Tailer::copy_of`]) and mark it in the
+    /// batch, to be committed once the output has taken the records before it.
+    fn mark_at(&mut self, safe: u64, sink: &mut BatchSink) {
+        let hash = self.read.hash_before(&self.file, safe);
+        self.safe = safe;
+        self.safe_hash = hash;
+        self.marked = Some(safe);
+        sink.mark(Mark {
+            key: self.key,
+            path: self.path.to_string_lossy().into_owned(),
+            offset: Some(safe),
+            tail_hash: hash,
+        });
+    }
+
     fn splitter_cap(&self) -> usize {
         self.stream
             .as_ref()
@@ -665,11 +681,11 @@ impl<'a> Tailer<'a> {
     /// Reads one file from its position, at most [`READ_SLICE`] bytes. Returns the bytes
     /// read and whether its end was reached.
     fn read_file(&mut self, t: &mut Tracked, sink: &mut BatchSink) -> (usize, bool) {
-        let Some(stream) = t.stream.as_mut() else {
-            return (0, true);
-        };
         let mut total = 0;
         loop {
+            let Some(stream) = t.stream.as_mut() else {
+                return (total, true);
+            };
             let pos = t.splitter.position();
             let n = match t.file.read_at(&mut self.buf, pos) {
                 Ok(n) => n,
@@ -687,18 +703,7 @@ impl<'a> Tailer<'a> {
             if sink.is_full() {
                 stream.publish();
                 let safe = stream.bound(t.splitter.safe_offset());
-                let hash = t.read.hash_before(&t.file, safe);
-                sink.mark(Mark {
-                    key: t.key,
-                    path: t.path.to_string_lossy().into_owned(),
-                    offset: Some(safe),
-                    tail_hash: hash,
-                });
-                // The pair recognises a copy of this file (copytruncate): a hash left from
-                // an earlier offset would not match, and the copy would be read again whole.
-                t.safe = safe;
-                t.safe_hash = hash;
-                t.marked = Some(safe);
+                t.mark_at(safe, sink);
                 if !sink.send() {
                     return (total, false);
                 }
@@ -717,19 +722,9 @@ impl<'a> Tailer<'a> {
             };
             stream.publish();
             let safe = stream.bound(t.splitter.safe_offset());
-            if t.marked == Some(safe) {
-                continue;
+            if t.marked != Some(safe) {
+                t.mark_at(safe, sink);
             }
-            let hash = t.read.hash_before(&t.file, safe);
-            t.safe = safe;
-            t.safe_hash = hash;
-            t.marked = Some(safe);
-            sink.mark(Mark {
-                key: t.key,
-                path: t.path.to_string_lossy().into_owned(),
-                offset: Some(safe),
-                tail_hash: hash,
-            });
         }
     }
 }
