@@ -164,8 +164,8 @@ impl SecretCell {
     }
 }
 
-/// Watch the file's directory (editors replace files; Kubernetes swaps `..data`); on any
-/// event there, re-read the file and keep the new value if it reads and differs. A file that
+/// Watch the file's directory (editors replace files; Kubernetes swaps `..data`); on an
+/// event there that may be the file's (`may_change`), re-read the file and keep the new value if it reads and differs. A file that
 /// is briefly missing or empty during a swap keeps the previous value.
 fn watch(path: PathBuf, current: Arc<ArcSwap<Secret>>) -> Option<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
@@ -176,9 +176,9 @@ fn watch(path: PathBuf, current: Arc<ArcSwap<Secret>>) -> Option<notify::Recomme
         .to_owned();
     let file = path.clone();
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        // Only changes: our own read of the file is an event in its directory too, and
-        // reacting to it would read the file again, without end.
-        if !res.is_ok_and(|e| proxy_core::runtime::is_change(&e.kind)) {
+        // Only changes that may be the file's: our own read of the file is an event in its
+        // directory too, and reacting to it would read the file again, without end.
+        if !res.is_ok_and(|e| proxy_core::runtime::may_change(&e, std::slice::from_ref(&file))) {
             return;
         }
         match read_file(&file) {

@@ -9,6 +9,7 @@
 //!   open connections to finish, and waits for them up to `drain_deadline`.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -274,10 +275,12 @@ fn watch_config(
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    let file = path.to_owned();
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        // Only changes: reading the file (ours included) must not schedule a reload, or each
-        // reload's own read would schedule the next one.
-        if res.is_ok_and(|e| is_change(&e.kind)) {
+        // Only changes that may be the file's: reading the file (ours included) must not
+        // schedule a reload, or each reload's own read would schedule the next one; nor must
+        // writes to the directory's other files (an access log kept beside the config).
+        if res.is_ok_and(|e| may_change(&e, std::slice::from_ref(&file))) {
             let _ = control.send(Control::Reload { forced: false });
         }
     })
@@ -287,6 +290,53 @@ fn watch_config(
         .map_err(|e| tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the config directory; SIGHUP still reloads"))
         .ok()?;
     Some(w)
+}
+
+/// An event in a watched directory that may have changed one of `files` (all in that
+/// directory): a change (`is_change`) to one of them, to the file a symlinked one points
+/// at in the same directory, or to a `..`-named entry (Kubernetes swaps a volume's
+/// `..data` symlink); or an event that names no file, or asks for a rescan (the event
+/// queue overflowed), since those may hide anything.
+///
+/// Writes to the directory's other files are passed over: without this, a log written
+/// beside a config file re-read that file after each burst of writes.
+pub fn may_change(event: &notify::Event, files: &[PathBuf]) -> bool {
+    if event.need_rescan() {
+        return true;
+    }
+    if !is_change(&event.kind) {
+        return false;
+    }
+    if event.paths.is_empty() {
+        return true;
+    }
+    let names: Vec<&OsStr> = files.iter().filter_map(|f| f.file_name()).collect();
+    // Read only when an event gets this far: one `readlink` per file.
+    let targets: Vec<PathBuf> = files.iter().filter_map(|f| link_target_name(f)).collect();
+    event.paths.iter().any(|p| match p.file_name() {
+        None => true,
+        Some(n) => {
+            n.as_encoded_bytes().starts_with(b"..")
+                || names.contains(&n)
+                || targets.iter().any(|t| t.as_os_str() == n)
+        }
+    })
+}
+
+/// The name a symlink at `file` points to, when that is an entry of the same directory
+/// (`config.yaml -> config-v2.yaml`): editing the target changes what `file` reads.
+fn link_target_name(file: &Path) -> Option<PathBuf> {
+    let target = std::fs::read_link(file).ok()?;
+    let same_dir = match target.parent() {
+        None => true,
+        Some(p) if p.as_os_str().is_empty() || p == Path::new(".") => true,
+        Some(p) => Some(p) == file.parent(),
+    };
+    if same_dir {
+        target.file_name().map(PathBuf::from)
+    } else {
+        None
+    }
 }
 
 /// An event that may have changed a file's content (not an open, a read or a close
@@ -435,4 +485,52 @@ async fn serve(opts: Options) -> Result<(), RunError> {
     }
     admin_task.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_change;
+    use notify::event::{CreateKind, DataChange, Flag, ModifyKind, RenameMode};
+    use notify::{Event, EventKind};
+    use std::path::PathBuf;
+
+    fn write(path: &str) -> Event {
+        Event::new(EventKind::Modify(ModifyKind::Data(DataChange::Any))).add_path(path.into())
+    }
+
+    #[test]
+    fn only_events_that_may_be_the_files_count() {
+        let files = [PathBuf::from("/etc/sidecar/config.yaml")];
+        // The file itself, written in place or renamed over.
+        assert!(may_change(&write("/etc/sidecar/config.yaml"), &files));
+        let renamed = Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
+            .add_path("/etc/sidecar/.config.yaml.tmp".into())
+            .add_path("/etc/sidecar/config.yaml".into());
+        assert!(may_change(&renamed, &files));
+        // A ConfigMap volume's swap.
+        let swap =
+            Event::new(EventKind::Create(CreateKind::Any)).add_path("/etc/sidecar/..data".into());
+        assert!(may_change(&swap, &files));
+        // Nothing named, or a lost queue: anything may have changed.
+        assert!(may_change(&Event::new(EventKind::Any), &files));
+        let rescan = Event::new(EventKind::Other).set_flag(Flag::Rescan);
+        assert!(may_change(&rescan, &files));
+        // Another file in the directory, or a read of the file itself.
+        assert!(!may_change(&write("/etc/sidecar/access.log"), &files));
+        assert!(!may_change(&write("/etc/sidecar/config.yaml.bak"), &files));
+        let read = Event::new(EventKind::Access(notify::event::AccessKind::Read))
+            .add_path("/etc/sidecar/config.yaml".into());
+        assert!(!may_change(&read, &files));
+    }
+
+    #[test]
+    fn a_symlinked_files_target_in_the_same_directory_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("v2.yaml"), "a: 1\n").unwrap();
+        std::os::unix::fs::symlink("v2.yaml", dir.path().join("config.yaml")).unwrap();
+        let files = [dir.path().join("config.yaml")];
+        let at = |name: &str| write(dir.path().join(name).to_str().unwrap());
+        assert!(may_change(&at("v2.yaml"), &files));
+        assert!(!may_change(&at("v1.yaml"), &files));
+    }
 }

@@ -87,7 +87,12 @@ impl WorkloadIdentity {
             fingerprint: Mutex::new(print),
             metrics,
         });
-        tokio::spawn(watch(Arc::downgrade(&me), me.dirs()));
+        let files = vec![
+            me.files.cert.clone(),
+            me.files.key.clone(),
+            me.files.bundle.clone(),
+        ];
+        tokio::spawn(watch(Arc::downgrade(&me), me.dirs(), files));
         Ok(me)
     }
 
@@ -180,14 +185,15 @@ impl WorkloadIdentity {
     }
 }
 
-/// Watch the directories; reload on change, on the rescan timer; refresh the expiry gauge.
+/// Watch the directories; reload on a change that may be one of `files`, on the rescan timer;
+/// refresh the expiry gauge.
 /// Ends when the identity is dropped (a config reload replaced it).
-async fn watch(me: Weak<WorkloadIdentity>, dirs: Vec<PathBuf>) {
+async fn watch(me: Weak<WorkloadIdentity>, dirs: Vec<PathBuf>, files: Vec<PathBuf>) {
     use notify::{RecursiveMode, Watcher};
     let (tx, mut rx) = mpsc::unbounded_channel();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        // Our own reads of the files are events too: only changes count.
-        if res.is_ok_and(|e| crate::runtime::is_change(&e.kind)) {
+        // Our own reads of the files are events too: only changes that may be theirs count.
+        if res.is_ok_and(|e| crate::runtime::may_change(&e, &files)) {
             let _ = tx.send(());
         }
     });
