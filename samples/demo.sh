@@ -6,6 +6,9 @@
 #   DEMO_SECONDS=5 bash samples/demo.sh   stops by itself 5 s after its checks (the CI run)
 #   DEMO_BUILD=0 bash samples/demo.sh     runs the binaries already built (tests/run.sh: the
 #                                         profile-guided ones deploy/pgo-build.sh made)
+#   DEMO_BUILD=1 bash samples/demo.sh     always builds (cargo build --release --bins)
+# Unset, DEMO_BUILD builds unless deploy/pgo-build.sh's binaries are in place and no source
+# changed since they were built: a plain build would link slower ones over them.
 #
 # What runs (ports on 127.0.0.1; configs in samples/, logs in target/demo/logs/):
 #   order 18081 ─► sidecar 18101 (admin 18100) ─mTLS─► sidecar 18201 (admin 18200)
@@ -52,13 +55,37 @@ for port in "${PORTS[@]}"; do
   listening "$H:$port" && die "$H:$port is already in use; stop what listens there (an earlier demo?) and retry"
 done
 
-if [ "${DEMO_BUILD:-1}" = 1 ]; then
-  say "building release binaries (cargo build --release --bins)"
-  cargo build --release --bins
-fi
 # .cargo/config.toml builds for the named host tuple, so the binaries are under it; on PATH,
 # the adapter's config can start `sample` by name.
 BIN=target/$(rustc --print host-tuple)/release
+
+# Whether the binaries are deploy/pgo-build.sh's (the checksums it recorded still match) and
+# nothing they are built from is newer than that build.
+pgo_current() {
+  [ -f "$BIN/pgo-build.sha256" ] || return 1
+  (cd "$BIN" && sha256sum --quiet --check pgo-build.sha256) >/dev/null 2>&1 || return 1
+  [ -x "$BIN/demo-app" ] && [ -x "$BIN/sample" ] || return 1
+  local newer
+  newer=$(find Cargo.toml Cargo.lock .cargo proxy-core ambassador adapter samples -newer "$BIN/pgo-build.sha256" \
+    -type f \( -name '*.rs' -o -name '*.toml' -o -name '*.yaml' -o -name Cargo.lock \) -print 2>/dev/null | head -1)
+  [ -z "$newer" ]
+}
+case "${DEMO_BUILD:-auto}" in
+  1) build=1 ;;
+  0) build=0 ;;
+  auto)
+    build=1
+    if pgo_current; then
+      build=0
+      say "using the profile-guided binaries deploy/pgo-build.sh built (no source changed since; DEMO_BUILD=1 builds anyway)"
+    fi
+    ;;
+  *) die "DEMO_BUILD must be 0, 1 or unset, not '$DEMO_BUILD'" ;;
+esac
+if [ "$build" = 1 ]; then
+  say "building release binaries (cargo build --release --bins)"
+  cargo build --release --bins
+fi
 export PATH="$PWD/$BIN:$PATH"
 for b in sidecar ambassador adapter demo-app sample; do
   [ -x "$BIN/$b" ] || die "$BIN/$b is missing: cargo build --release --bins (or run without DEMO_BUILD=0)"
@@ -250,27 +277,27 @@ say "all checks passed"
 # The same list as README.md's "Then try", with this run's PIDs.
 echo
 echo "  The demo is running. Try (from the repository root):"
-cat <<EOF
-    export PATH="\$PWD/$BIN:\$PATH"
-    curl -X POST 'http://$H:18081/orders?item=book'      # through both sidecars
-    curl http://$H:18200/clusters                          # replicas: healthy, ejected_until, counters
-    curl -s http://$H:18200/metrics | grep -E 'retries|outlier|circuit'
-    sidecar status clusters --admin $H:18200               # the same as a table
-    kill ${PID[payment-a]}                                                 # payment-a
-    curl -X POST 'http://$H:18081/orders?item=book'      # payment-b (restarted by the demo) still answers
-    kill ${PID[payment-b]}                                                 # payment-b too: no replica left ...
-    curl -X POST 'http://$H:18081/orders?item=book'      # ... the order fails with the proxy's reason
-    curl http://$H:18301/report                            # the legacy service throws ...
-    tail -n 3 $LOGS/adapter.log                        # ... and the trace is one JSON record
-    adapter tail --multiline-start '^(\S+ \S+ \S+ \[\d{2}/\w{3}/\d{4}:|\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})' \\
-        $DEMO/legacy/access.log                             # the same log, followed from its file (Ctrl-C ends it)
-    curl 'http://$H:18501/forecast?city=bergen'            # a third-party API call, token added
-    curl -s http://$H:18400/metrics | grep token           # token fetches, issue and expiry times
-    curl http://$H:18400/config_dump                       # the ambassador's config: the secret's source, not its value
-    curl http://$H:18100/config_dump                       # order's sidecar: the running config
-    curl -s http://$H:18100/metrics                        # order's sidecar: Prometheus metrics
-    tail -f $LOGS/*.log                        # every process's log (access logs are JSON lines)
-EOF
+# Each command, padded so that the comments line up whatever the paths and PIDs expand to.
+try() { printf '    %-54s # %s\n' "$1" "$2"; }
+echo "    export PATH=\"\$PWD/$BIN:\$PATH\""
+try "curl -X POST 'http://$H:18081/orders?item=book'" "through both sidecars"
+try "curl http://$H:18200/clusters" "replicas: healthy, counters, ejected_until while ejected"
+try "curl -s http://$H:18200/metrics | grep -E 'retries|outlier|circuit'" "retries, ejections, breakers"
+try "sidecar status clusters --admin $H:18200" "the same as a table"
+try "kill ${PID[payment-a]}" "payment-a"
+try "curl -X POST 'http://$H:18081/orders?item=book'" "payment-b (restarted by the demo) still answers"
+try "kill ${PID[payment-b]}" "payment-b too: no replica left ..."
+try "curl -X POST 'http://$H:18081/orders?item=book'" "... the order fails with the proxy's reason"
+try "curl http://$H:18301/report" "the legacy service throws ..."
+try "tail -n 3 $LOGS/adapter.log" "... and the trace is one JSON record"
+echo "    adapter tail --multiline-start '^(\S+ \S+ \S+ \[\d{2}/\w{3}/\d{4}:|\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})' \\"
+try "    $DEMO/legacy/access.log" "the same log, followed from its file (Ctrl-C ends it)"
+try "curl 'http://$H:18501/forecast?city=bergen'" "a third-party API call, token added"
+try "curl -s http://$H:18400/metrics | grep token" "token fetches, issue and expiry times, age"
+try "curl http://$H:18400/config_dump" "the ambassador's config: the secret's source, not its value"
+try "curl http://$H:18100/config_dump" "order's sidecar: the running config"
+try "curl -s http://$H:18100/metrics" "order's sidecar: Prometheus metrics"
+try "tail -f $LOGS/*.log" "every process's log (access logs are JSON lines)"
 echo "  Admin APIs: order sidecar $H:18100, payment sidecar $H:18200, adapter $H:18300, ambassador $H:18400."
 echo
 

@@ -3,7 +3,7 @@
 # system calls and context switches for the sidecar and for nginx proxying the same way, and,
 # inside the sidecar, memcpy calls and bytes, allocations by size and clock reads.
 #
-#   sudo bash tests/benches/per-request.sh              both targets, the release sidecar
+#   bash tests/benches/per-request.sh                   as root: both targets, the release sidecar
 #   TARGETS=sidecar DUR=2 bash tests/benches/per-request.sh
 #
 # Setup as proxy-bench.sh's: an nginx upstream answering 200 with a small body, the proxy in
