@@ -70,26 +70,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-nginx_conf() { # nginx_conf DIR PORT LOCATION-BODY [HTTP-EXTRA]
-  mkdir -p "$1"
-  cat <<EOF
-worker_processes 1;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $1/body; proxy_temp_path $1/proxy;
-  fastcgi_temp_path $1/fcgi; uwsgi_temp_path $1/uwsgi; scgi_temp_path $1/scgi;
-  keepalive_requests 10000000;
-  ${4:-}
-  server {
-    listen $HOST:$2 backlog=4096;
-    location / { $3 }
-  }
-}
-EOF
-}
+# shellcheck source=tests/benches/nginx-conf.sh
+. tests/benches/nginx-conf.sh
 start() { # start NAME CMD...: on SERVER_CPU, in the background; sets LAST_PID
   local name=$1
   shift
@@ -109,6 +91,7 @@ load() { # load SECONDS PORT: wrk on LOADGEN_CPU, bounded; prints the requests i
     awk '/requests in/ { print $1 }'
 }
 
+mkdir -p "$TMP/up" "$TMP/ng"
 nginx_conf "$TMP/up" "$UP" "default_type text/plain; return 200 \"$BODY\";" >"$TMP/up.conf"
 start up nginx -p "$TMP/up" -e "$TMP/up/error.log" -c "$TMP/up.conf" -g 'daemon off;'
 serving "$UP"
@@ -146,19 +129,28 @@ events=""
 for s in $SYSCALLS; do events+="syscalls:sys_enter_$s,"; done
 events+="context-switches"
 
+# measured_load SECONDS PORT PERF-ARGS...: `perf PERF-ARGS` on a proxy while wrk puts SECONDS of
+# load on PORT, then stopped as perf asks (SIGINT); prints the requests wrk made.
+measured_load() {
+  local secs=$1 port=$2 perf_pid n
+  shift 2
+  perf "$@" 2>>"$TMP/perf.log" &
+  perf_pid=$!
+  sleep 0.5 # perf attaches
+  n=$(load "$secs" "$port")
+  kill -INT "$perf_pid"
+  wait "$perf_pid" || true
+  [ "${n:-0}" -gt 0 ] || fail "wrk made no requests on port $port"
+  echo "$n"
+}
+
 per_req() { awk -v c="$1" -v n="$2" 'BEGIN { printf "%.2f", (n > 0 ? c / n : 0) }'; }
 
 declare -A ROW=()
 for t in $TARGETS; do
   pid=${WORKER[$t]}
   load 1 "${PORT[$t]}" >/dev/null
-  perf stat -x, -e "$events" -p "$pid" -o "$TMP/$t.stat" &
-  stat_pid=$!
-  sleep 0.2 # perf stat attaches
-  n=$(load "$DUR" "${PORT[$t]}")
-  kill -INT "$stat_pid"
-  wait "$stat_pid" || true
-  [ "${n:-0}" -gt 0 ] || fail "$t: wrk made no requests"
+  n=$(measured_load "$DUR" "${PORT[$t]}" stat -x, -e "$events" -p "$pid" -o "$TMP/$t.stat")
   ROW[$t.n]=$n
   while IFS=, read -r count _ event _; do
     case $event in
@@ -193,13 +185,7 @@ if [[ " $TARGETS " == *" sidecar "* ]]; then
   add_probe free free
   add_probe clock __clock_gettime
   load 1 "${PORT[sidecar]}" >/dev/null
-  perf record -q -c 1 -e "${uprobes%,}" -p "${WORKER[sidecar]}" -o "$TMP/uprobes.data" 2>>"$TMP/probe.log" &
-  rec_pid=$!
-  sleep 0.5 # perf record attaches
-  n=$(load "$UPROBE_DUR" "${PORT[sidecar]}")
-  kill -INT "$rec_pid"
-  wait "$rec_pid" || true
-  [ "${n:-0}" -gt 0 ] || fail "sidecar: wrk made no requests under the uprobes"
+  n=$(measured_load "$UPROBE_DUR" "${PORT[sidecar]}" record -q -c 1 -e "${uprobes%,}" -p "${WORKER[sidecar]}" -o "$TMP/uprobes.data")
   # Only the runtime's thread (the process's first; with one worker it runs the proxy): the
   # config watcher's thread is left out.
   perf script -i "$TMP/uprobes.data" -F tid,event,trace 2>/dev/null |

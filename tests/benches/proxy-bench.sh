@@ -185,26 +185,8 @@ done
 
 declare -A PID=()
 mkdir -p "$TMP/direct" "$TMP/nginx"
-nginx_conf() { # nginx_conf DIR LISTEN-PORT LOCATION-BODY [HTTP-EXTRA]
-  cat <<EOF
-worker_processes 1;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $1/body; proxy_temp_path $1/proxy;
-  fastcgi_temp_path $1/fcgi; uwsgi_temp_path $1/uwsgi; scgi_temp_path $1/scgi;
-  keepalive_requests 10000000;
-  keepalive_timeout 60s;
-  ${4:-}
-  server {
-    listen $HOST:$2 backlog=4096;
-    location / { $3 }
-  }
-}
-EOF
-}
+# shellcheck source=tests/benches/nginx-conf.sh
+. tests/benches/nginx-conf.sh
 nginx_conf "$TMP/direct" "$UP_PORT" "default_type text/plain; return 200 \"$BODY\";" >"$TMP/direct/nginx.conf"
 start direct nginx -p "$TMP/direct" -e "$TMP/direct/error.log" -c "$TMP/direct/nginx.conf" -g 'daemon off;'
 wait_serving direct "http://$HOST:$UP_PORT/"
