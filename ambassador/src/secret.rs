@@ -165,8 +165,9 @@ impl SecretCell {
 }
 
 /// Watch the file's directory (editors replace files; Kubernetes swaps `..data`); on an
-/// event there that may be the file's (`may_change`), re-read the file and keep the new value if it reads and differs. A file that
-/// is briefly missing or empty during a swap keeps the previous value.
+/// event there that may be the file's (`may_change`), re-read the file and keep the new
+/// value if it reads and differs. A file that is briefly missing or empty during a swap
+/// keeps the previous value.
 fn watch(path: PathBuf, current: Arc<ArcSwap<Secret>>) -> Option<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
     let dir = path

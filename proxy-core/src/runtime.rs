@@ -310,17 +310,19 @@ pub fn may_change(event: &notify::Event, files: &[PathBuf]) -> bool {
     if event.paths.is_empty() {
         return true;
     }
-    let names: Vec<&OsStr> = files.iter().filter_map(|f| f.file_name()).collect();
-    // Read only when an event gets this far: one `readlink` per file.
+    let named = |n: &OsStr| {
+        n.as_encoded_bytes().starts_with(b"..") || files.iter().any(|f| f.file_name() == Some(n))
+    };
+    if event.paths.iter().any(|p| p.file_name().is_none_or(named)) {
+        return true;
+    }
+    // Only for events no name matched: one `readlink` per file.
     let targets: Vec<PathBuf> = files.iter().filter_map(|f| link_target_name(f)).collect();
-    event.paths.iter().any(|p| match p.file_name() {
-        None => true,
-        Some(n) => {
-            n.as_encoded_bytes().starts_with(b"..")
-                || names.contains(&n)
-                || targets.iter().any(|t| t.as_os_str() == n)
-        }
-    })
+    event
+        .paths
+        .iter()
+        .filter_map(|p| p.file_name())
+        .any(|n| targets.iter().any(|t| t.as_os_str() == n))
 }
 
 /// The name a symlink at `file` points to, when that is an entry of the same directory

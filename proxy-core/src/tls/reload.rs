@@ -92,7 +92,7 @@ impl WorkloadIdentity {
             me.files.key.clone(),
             me.files.bundle.clone(),
         ];
-        tokio::spawn(watch(Arc::downgrade(&me), me.dirs(), files));
+        tokio::spawn(watch(Arc::downgrade(&me), files));
         Ok(me)
     }
 
@@ -103,22 +103,6 @@ impl WorkloadIdentity {
     /// The credentials for the next handshake.
     pub fn current(&self) -> Arc<Credentials> {
         self.current.load_full()
-    }
-
-    /// The directories holding the files (each once).
-    fn dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = [&self.files.cert, &self.files.key, &self.files.bundle]
-            .into_iter()
-            .map(|f| {
-                f.parent()
-                    .filter(|d| !d.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."))
-                    .to_owned()
-            })
-            .collect();
-        dirs.sort();
-        dirs.dedup();
-        dirs
     }
 
     /// Load the files again if their bytes changed; keep the running credentials if the new
@@ -185,11 +169,28 @@ impl WorkloadIdentity {
     }
 }
 
+/// The directories holding `files` (each once).
+fn dirs_of(files: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = files
+        .iter()
+        .map(|f| {
+            f.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_owned()
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
 /// Watch the directories; reload on a change that may be one of `files`, on the rescan timer;
 /// refresh the expiry gauge.
 /// Ends when the identity is dropped (a config reload replaced it).
-async fn watch(me: Weak<WorkloadIdentity>, dirs: Vec<PathBuf>, files: Vec<PathBuf>) {
+async fn watch(me: Weak<WorkloadIdentity>, files: Vec<PathBuf>) {
     use notify::{RecursiveMode, Watcher};
+    let dirs = dirs_of(&files);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         // Our own reads of the files are events too: only changes that may be theirs count.
