@@ -65,10 +65,8 @@ pgo_current() {
   [ -f "$BIN/pgo-build.sha256" ] || return 1
   (cd "$BIN" && sha256sum --quiet --check pgo-build.sha256) >/dev/null 2>&1 || return 1
   [ -x "$BIN/demo-app" ] && [ -x "$BIN/sample" ] || return 1
-  local newer
-  newer=$(find Cargo.toml Cargo.lock .cargo proxy-core ambassador adapter samples -newer "$BIN/pgo-build.sha256" \
-    -type f \( -name '*.rs' -o -name '*.toml' -o -name '*.yaml' -o -name Cargo.lock \) -print 2>/dev/null | head -1)
-  [ -z "$newer" ]
+  [ -z "$(find Cargo.toml Cargo.lock .cargo proxy-core ambassador adapter samples -newer "$BIN/pgo-build.sha256" \
+    -type f \( -name '*.rs' -o -name '*.toml' -o -name '*.yaml' -o -name Cargo.lock \) -print -quit 2>/dev/null)" ]
 }
 case "${DEMO_BUILD:-auto}" in
   1) build=1 ;;

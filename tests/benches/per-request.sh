@@ -130,13 +130,19 @@ for s in $SYSCALLS; do events+="syscalls:sys_enter_$s,"; done
 events+="context-switches"
 
 # measured_load SECONDS PORT PERF-ARGS...: `perf PERF-ARGS` on a proxy while wrk puts SECONDS of
-# load on PORT, then stopped as perf asks (SIGINT); prints the requests wrk made.
+# load on PORT, then stopped as perf asks (SIGINT); prints the requests wrk made. perf starts
+# with its events off and turns them on through its control fifo; the load starts once perf
+# acknowledges, so no event of the load is missed.
 measured_load() {
-  local secs=$1 port=$2 perf_pid n
+  local secs=$1 port=$2 perf_pid n ack
   shift 2
-  perf "$@" 2>>"$TMP/perf.log" &
+  rm -f "$TMP/ctl" "$TMP/ack"
+  mkfifo "$TMP/ctl" "$TMP/ack"
+  perf "$@" -D -1 --control "fifo:$TMP/ctl,$TMP/ack" 2>>"$TMP/perf.log" &
   perf_pid=$!
-  sleep 0.5 # perf attaches
+  echo enable >"$TMP/ctl"
+  read -r -t 10 ack <"$TMP/ack" || fail "perf did not start (see $TMP/perf.log)"
+  [ "$ack" = ack ] || fail "perf answered '$ack' to enable"
   n=$(load "$secs" "$port")
   kill -INT "$perf_pid"
   wait "$perf_pid" || true
@@ -199,9 +205,7 @@ if [[ " $TARGETS " == *" sidecar "* ]]; then
       END {
         printf "memcpy/memmove calls   %6.1f   (%.0f bytes)\n", mem / n, bytes / n
         printf "malloc calls           %6.1f   by size:", mal / n
-        m = 0
-        for (s in size) if (size[s] / n >= 0.05) { line[m++] = sprintf(" %s x%.1f", s, size[s] / n) }
-        for (i = 0; i < m; i++) printf "%s", line[i]
+        for (s in size) if (size[s] / n >= 0.05) printf " %s x%.1f", s, size[s] / n
         printf "\n"
         printf "free calls             %6.1f\n", fre / n
         printf "clock_gettime calls    %6.1f\n", clk / n
