@@ -6,6 +6,11 @@
 //! It is the `floor` target of `tests/benches/proxy-bench.sh`: what the sidecar costs above
 //! it is the price of its own per-request work, and what it costs against nginx is the price
 //! of the stack. Not a product: every error ends the connection it happened on.
+//!
+//! With `FLOOR_EXIT_AFTER=SECONDS` it exits by itself after that long, through `exit`, so
+//! that a build instrumented for profile-guided optimisation writes its profile (it has no
+//! other way to stop cleanly): the floor is then built the way the sidecar ships
+//! (tests/benches/README.md, "A profile-guided floor").
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -108,6 +113,14 @@ fn main() -> std::io::Result<()> {
     };
     let listen: SocketAddr = listen.parse().map_err(std::io::Error::other)?;
     let upstream: SocketAddr = upstream.parse().map_err(std::io::Error::other)?;
+    if let Ok(secs) = std::env::var("FLOOR_EXIT_AFTER") {
+        let secs: u64 = secs.parse().map_err(std::io::Error::other)?;
+        // A thread of its own: the runtime's thread is busy serving until then.
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+            std::process::exit(0);
+        });
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
