@@ -7,9 +7,9 @@
 //! it is the price of its own per-request work, and what it costs against nginx is the price
 //! of the stack. Not a product: every error ends the connection it happened on.
 //!
-//! With `FLOOR_EXIT_AFTER=SECONDS` it exits by itself after that long, through `exit`, so
-//! that a build instrumented for profile-guided optimisation writes its profile (it has no
-//! other way to stop cleanly): the floor is then built the way the sidecar ships
+//! SIGTERM ends it through a return from `main`, not by the signal's default action, so
+//! that a build instrumented for profile-guided optimisation writes its profile when the
+//! benchmark stops it: the floor can be built the way the sidecar ships
 //! (tests/benches/README.md, "A profile-guided floor").
 
 use std::cell::RefCell;
@@ -25,6 +25,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{SignalKind, signal};
 
 type Sender = client::SendRequest<Incoming>;
 type Pool = Rc<RefCell<Vec<Sender>>>;
@@ -113,14 +114,6 @@ fn main() -> std::io::Result<()> {
     };
     let listen: SocketAddr = listen.parse().map_err(std::io::Error::other)?;
     let upstream: SocketAddr = upstream.parse().map_err(std::io::Error::other)?;
-    if let Ok(secs) = std::env::var("FLOOR_EXIT_AFTER") {
-        let secs: u64 = secs.parse().map_err(std::io::Error::other)?;
-        // A thread of its own: the runtime's thread is busy serving until then.
-        std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_secs(secs));
-            std::process::exit(0);
-        });
-    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -128,8 +121,12 @@ fn main() -> std::io::Result<()> {
     local.block_on(&rt, async move {
         let listener = TcpListener::bind(listen).await?;
         let pool: Pool = Rc::default();
+        let mut term = signal(SignalKind::terminate())?;
         loop {
-            let (stream, _) = listener.accept().await?;
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => accepted?,
+                _ = term.recv() => return Ok(()),
+            };
             stream.set_nodelay(true)?;
             let pool = pool.clone();
             tokio::task::spawn_local(async move {
