@@ -20,9 +20,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, RawWakerVTable, Wake, Waker};
 use std::time::Duration;
 
 use super::body::RequestBody;
@@ -80,16 +80,29 @@ pub struct H1Conn {
 
 /// Hand-overs inside one drive are re-polled there; wakes from outside reach the task, or,
 /// while the connection is pooled, the pool's [`IdleWatch`].
+///
+/// Every atomic read-modify-write here waits for the core's store buffer to drain, and the
+/// relay runs about twice per request: the drive and the wakes meet on one word (`state`),
+/// with one read-modify-write at the drive's end and one per wake, and a drive by the task
+/// that drove last (the usual case) does not take the `task` lock.
 #[derive(Default)]
 struct Relay {
     task: Mutex<Option<Waker>>,
-    driving: AtomicBool,
-    woken: AtomicBool,
+    /// The waker in `task`, by its parts ([`Waker::will_wake`]'s test), written under the
+    /// lock and read by the drive alone: only the connection's owner drives it.
+    task_data: AtomicPtr<()>,
+    task_vtable: AtomicPtr<RawWakerVTable>,
+    /// `DRIVING` while a drive polls (wakes are its hand-overs); `WOKEN` once one came.
+    state: AtomicU8,
     /// In the idle pool: a wake is the socket's (the upstream closing it, most likely).
     pooled: AtomicBool,
     /// The pool's watch (fixed: a connection belongs to one endpoint's pool).
     watch: Option<Waker>,
 }
+
+/// [`Relay::state`]'s bits.
+const DRIVING: u8 = 1;
+const WOKEN: u8 = 2;
 
 impl Wake for Relay {
     fn wake(self: Arc<Self>) {
@@ -97,8 +110,10 @@ impl Wake for Relay {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::SeqCst);
-        if self.driving.load(Ordering::SeqCst) {
+        // The drive clears `state` with one swap at its end: ordered against that swap,
+        // either the drive sees this wake (and polls again, or wakes the task), or this
+        // wake sees no drive and goes on itself.
+        if self.state.fetch_or(WOKEN, Ordering::AcqRel) & DRIVING != 0 {
             return;
         }
         if self.pooled.load(Ordering::SeqCst) {
@@ -176,10 +191,12 @@ impl H1Conn {
             hyper::client::conn::TrySendError<Request<RequestBody>>,
         >,
     > + use<> {
-        // Queuing wakes the connection's last poller: absorbed, the first round drives it.
-        self.relay.driving.store(true, Ordering::SeqCst);
+        // Queuing wakes the connection's last poller: absorbed, the first round of the drive
+        // that follows polls the connection anyway. A wake from another thread in between
+        // is absorbed the same way; one that misses the mark wakes the task: a poll more.
+        self.relay.state.store(DRIVING, Ordering::Relaxed);
         let sending = self.tx.try_send_request(req);
-        self.relay.driving.store(false, Ordering::SeqCst);
+        self.relay.state.store(0, Ordering::Release);
         sending
     }
 
@@ -267,34 +284,50 @@ fn drive_rounds<S, T>(
     cx: &mut Context<'_>,
     mut step: impl FnMut(&mut S, &mut Context<'_>) -> Poll<T>,
 ) -> Poll<T> {
-    if let Ok(mut task) = relay.task.lock()
-        && !task.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+    let task = cx.waker();
+    if (relay.task_data.load(Ordering::Relaxed).cast_const() != task.data()
+        || relay.task_vtable.load(Ordering::Relaxed).cast_const() != task.vtable())
+        && let Ok(mut slot) = relay.task.lock()
     {
-        *task = Some(cx.waker().clone());
+        *slot = Some(task.clone());
+        relay
+            .task_data
+            .store(task.data().cast_mut(), Ordering::Relaxed);
+        relay.task_vtable.store(
+            std::ptr::from_ref(task.vtable()).cast_mut(),
+            Ordering::Relaxed,
+        );
     }
-    relay.driving.store(true, Ordering::SeqCst);
+    // A plain store: a wake on this thread sees it in program order, and one from another
+    // thread that misses it wakes the task itself (a poll more, nothing lost). A wake
+    // from before it woke the task already.
+    relay.state.store(DRIVING, Ordering::Relaxed);
     let mut rcx = Context::from_waker(waker);
+    let mut result = Poll::Pending;
     for _ in 0..DRIVE_ROUNDS {
-        relay.woken.store(false, Ordering::SeqCst);
+        // Only a wake seen must be cleared, by a read-modify-write that reads every wake
+        // before it (and so what it hands over); none seen, the round polls all anyway.
+        if relay.state.load(Ordering::Acquire) & WOKEN != 0 {
+            relay.state.fetch_and(!WOKEN, Ordering::AcqRel);
+        }
         if let Poll::Ready(v) = step(state, &mut rcx) {
-            relay.driving.store(false, Ordering::SeqCst);
-            return Poll::Ready(v);
+            result = Poll::Ready(v);
+            break;
         }
         if let Some(d) = driver
             && d.as_mut().poll(&mut rcx).is_ready()
         {
             *driver = None;
         }
-        if !relay.woken.load(Ordering::SeqCst) {
+        if relay.state.load(Ordering::Acquire) & WOKEN == 0 {
             break;
         }
     }
-    relay.driving.store(false, Ordering::SeqCst);
     // A wake that landed after the last round (or past the rounds) goes to the task.
-    if relay.woken.swap(false, Ordering::SeqCst) {
-        cx.waker().wake_by_ref();
+    if relay.state.swap(0, Ordering::AcqRel) & WOKEN != 0 && result.is_pending() {
+        task.wake_by_ref();
     }
-    Poll::Pending
+    result
 }
 
 /// The next frame of an upstream response body, driving its HTTP/1 connection if it has
@@ -832,6 +865,77 @@ mod tests {
         assert_eq!(h.drive(&mut driver, pending), Poll::Pending);
         assert_eq!(polls.load(Ordering::SeqCst), DRIVE_ROUNDS);
         assert_eq!(h.task_wakes(), 1, "the task comes back later");
+    }
+
+    #[test]
+    fn a_wake_goes_to_the_task_that_drove_last() {
+        let h = Harness::new();
+        let slot: Arc<Mutex<Option<Waker>>> = Arc::default();
+        let s = slot.clone();
+        let mut driver = driver(move |cx| {
+            *s.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        });
+        assert_eq!(h.drive(&mut driver, pending), Poll::Pending);
+        // The connection passes to another task (the next request on it), which drives it.
+        let other = Arc::new(Count::default());
+        let waker = Waker::from(other.clone());
+        let mut cx = Context::from_waker(&waker);
+        let polled = drive_rounds(&h.relay, &h.waker, &mut driver, &mut (), &mut cx, pending);
+        assert_eq!(polled, Poll::Pending);
+        slot.lock().unwrap().take().unwrap().wake();
+        assert_eq!(other.0.load(Ordering::SeqCst), 1, "the new task is woken");
+        assert_eq!(h.task_wakes(), 0, "not the one before it");
+    }
+
+    /// A wake from another thread while the drive polls: seen by a round, or at the
+    /// drive's end (the task is woken), never lost.
+    #[test]
+    fn a_wake_from_another_thread_during_a_drive_is_not_lost() {
+        for _ in 0..200 {
+            let h = Harness::new();
+            let slot: Arc<Mutex<Option<Waker>>> = Arc::default();
+            let s = slot.clone();
+            let mut driver = driver(move |cx| {
+                *s.lock().unwrap() = Some(cx.waker().clone());
+                Poll::Pending
+            });
+            let ready = Arc::new(AtomicBool::new(false));
+            let (r, sl) = (ready.clone(), slot.clone());
+            let waker = std::thread::spawn(move || {
+                // The connection's socket, from the IO driver's thread: readiness first,
+                // then the wake.
+                loop {
+                    if let Some(w) = sl.lock().unwrap().take() {
+                        r.store(true, Ordering::Release);
+                        w.wake();
+                        return;
+                    }
+                    std::hint::spin_loop();
+                }
+            });
+            // Drive as the runtime would: again only after a wake of the task.
+            let mut wakes = 0;
+            loop {
+                let polled = h.drive(&mut driver, |_, _| {
+                    if ready.load(Ordering::Acquire) {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                });
+                if polled.is_ready() {
+                    break;
+                }
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while h.task_wakes() == wakes {
+                    assert!(std::time::Instant::now() < deadline, "a wake was lost");
+                    std::hint::spin_loop();
+                }
+                wakes = h.task_wakes();
+            }
+            waker.join().unwrap();
+        }
     }
 
     #[test]

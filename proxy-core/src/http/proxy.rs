@@ -172,7 +172,9 @@ pub struct Finish {
     status: u16,
     listener: Arc<ListenerCtx>,
     down: Arc<Downstream>,
-    stats: Arc<RouteStats>,
+    /// The route's statistics once the request is routed; before, the listener's
+    /// `unrouted` ones (not held here: a reference count taken and given back per request).
+    stats: Option<Arc<RouteStats>>,
     active: Option<ActiveRequest>,
     /// The cluster's `max_requests` unit, held until the response ends.
     permit: Option<Permit>,
@@ -209,13 +211,17 @@ impl Finish {
 
     pub(super) fn done(self, bytes_sent: u64, now: Instant) {
         let elapsed = now.saturating_duration_since(self.start);
-        self.stats.record(self.status, elapsed);
+        let stats = self
+            .stats
+            .as_deref()
+            .unwrap_or(&self.listener.stats.unrouted);
+        stats.record(self.status, elapsed);
         self.listener.stats.tap.finish(
             self.tap,
             tap::End {
                 listener: &self.listener.name,
-                route: Some(&self.stats.route),
-                cluster: Some(&self.stats.cluster),
+                route: Some(&stats.route),
+                cluster: Some(&stats.cluster),
                 status: self.status,
                 elapsed,
                 bytes_sent,
@@ -226,7 +232,7 @@ impl Finish {
         let now_ms = now.saturating_duration_since(self.down.epoch).as_millis() as u64;
         self.down.last_active_ms.store(now_ms, Ordering::Release);
         self.down.in_flight.fetch_sub(1, Ordering::AcqRel);
-        let (route, cluster, upstream) = routed(&self.stats, self.active.as_ref());
+        let (route, cluster, upstream) = routed(stats, self.active.as_ref());
         if let Some((log, f)) = &self.log {
             log.write(&access_log::Entry {
                 start_time: access_log::rfc3339(f.start_time),
@@ -520,7 +526,7 @@ pub async fn handle(
     let mut finish = Finish {
         start,
         status: 0,
-        stats: l.stats.unrouted.clone(),
+        stats: None,
         listener: l.clone(),
         down: down.clone(),
         active: None,
@@ -698,7 +704,7 @@ async fn forward(
         .target(req.headers())
         .ok_or_else(|| fail(ProxyError::NoHealthyUpstream(route.name.to_string())))?;
     let cluster = &target.cluster;
-    finish.stats = target.stats.clone();
+    finish.stats = Some(target.stats.clone());
 
     // The awaits of features most routes do without (faults, rate limits, mirrors) are
     // boxed: inline, every request's future would carry their space, and hyper
