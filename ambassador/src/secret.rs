@@ -179,7 +179,7 @@ fn watch(path: PathBuf, current: Arc<ArcSwap<Secret>>) -> Option<notify::Recomme
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         // Only changes that may be the file's: our own read of the file is an event in its
         // directory too, and reacting to it would read the file again, without end.
-        if !res.is_ok_and(|e| proxy_core::runtime::may_change(&e, std::slice::from_ref(&file))) {
+        if !res.is_ok_and(|e| may_change(&e, std::slice::from_ref(&file))) {
             return;
         }
         match read_file(&file) {
@@ -201,9 +201,72 @@ fn watch(path: PathBuf, current: Arc<ArcSwap<Secret>>) -> Option<notify::Recomme
     Some(w)
 }
 
+/// [`proxy_core::watch::may_change`] for a `notify` event: whether it may have changed one
+/// of `files`. (The ambassador reads secret files on `notify`'s thread: it has more than
+/// one thread anyway, and the secret's read must not wait for its runtime.)
+fn may_change(event: &notify::Event, files: &[PathBuf]) -> bool {
+    use proxy_core::watch::DirEvent;
+    let change = is_change(&event.kind);
+    let rescan = event.need_rescan();
+    if event.paths.is_empty() {
+        let seen = DirEvent {
+            change,
+            name: None,
+            rescan,
+        };
+        return proxy_core::watch::may_change(&seen, files);
+    }
+    event.paths.iter().any(|p| {
+        let seen = DirEvent {
+            change,
+            name: p.file_name(),
+            rescan,
+        };
+        proxy_core::watch::may_change(&seen, files)
+    })
+}
+
+/// An event that may have changed a file's content (not an open, a read or a close
+/// without writing).
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Other => false,
+        EventKind::Any => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_notify_events_that_may_be_the_files_count() {
+        use notify::event::{CreateKind, DataChange, Flag, ModifyKind, RenameMode};
+        use notify::{Event, EventKind};
+        let write = |path: &str| {
+            Event::new(EventKind::Modify(ModifyKind::Data(DataChange::Any))).add_path(path.into())
+        };
+        let files = [PathBuf::from("/etc/secrets/token")];
+        assert!(may_change(&write("/etc/secrets/token"), &files));
+        let renamed = Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
+            .add_path("/etc/secrets/.token.tmp".into())
+            .add_path("/etc/secrets/token".into());
+        assert!(may_change(&renamed, &files));
+        let swap =
+            Event::new(EventKind::Create(CreateKind::Any)).add_path("/etc/secrets/..data".into());
+        assert!(may_change(&swap, &files));
+        assert!(may_change(&Event::new(EventKind::Any), &files));
+        let rescan = Event::new(EventKind::Other).set_flag(Flag::Rescan);
+        assert!(may_change(&rescan, &files));
+        assert!(!may_change(&write("/etc/secrets/other"), &files));
+        let read = Event::new(EventKind::Access(notify::event::AccessKind::Read))
+            .add_path("/etc/secrets/token".into());
+        assert!(!may_change(&read, &files));
+    }
 
     #[test]
     fn never_prints_the_value() {

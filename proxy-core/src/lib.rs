@@ -30,3 +30,4 @@ pub mod tcp;
 pub mod telemetry;
 pub mod tls;
 pub mod wait_ready;
+pub mod watch;

@@ -9,7 +9,6 @@
 //!   open connections to finish, and waits for them up to `drain_deadline`.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -264,94 +263,25 @@ pub fn apply_env(cfg: &mut Config, admin_address: Option<&str>) {
     }
 }
 
-/// Watch the config file's directory; any change there may be the file (editors replace
-/// files; Kubernetes swaps a `..data` symlink), so the reload compares content.
-fn watch_config(
-    path: &Path,
-    control: mpsc::UnboundedSender<Control>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::{RecursiveMode, Watcher};
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file = path.to_owned();
-    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        // Only changes that may be the file's: reading the file (ours included) must not
-        // schedule a reload, or each reload's own read would schedule the next one; nor must
-        // writes to the directory's other files (an access log kept beside the config).
-        if res.is_ok_and(|e| may_change(&e, std::slice::from_ref(&file))) {
-            let _ = control.send(Control::Reload { forced: false });
+/// Watch the config file's directory (editors replace files; Kubernetes swaps a `..data`
+/// symlink): a change there that may be the file's asks for a reload, which compares
+/// content. Reads of the file (ours included) and writes to the directory's other files
+/// (an access log kept beside the config) ask for nothing ([`crate::watch::may_change`]).
+fn watch_config(path: &Path, control: mpsc::UnboundedSender<Control>) {
+    let mut changes = match crate::watch::files(vec![path.to_owned()]) {
+        Ok(rx) => rx,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the config file; SIGHUP still reloads");
+            return;
         }
-    })
-    .map_err(|e| tracing::warn!(error = %e, "cannot watch the config file; SIGHUP still reloads"))
-    .ok()?;
-    w.watch(dir, RecursiveMode::NonRecursive)
-        .map_err(|e| tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the config directory; SIGHUP still reloads"))
-        .ok()?;
-    Some(w)
-}
-
-/// An event in a watched directory that may have changed one of `files` (all in that
-/// directory): a change (`is_change`) to one of them, to the file a symlinked one points
-/// at in the same directory, or to a `..`-named entry (Kubernetes swaps a volume's
-/// `..data` symlink); or an event that names no file, or asks for a rescan (the event
-/// queue overflowed), since those may hide anything.
-///
-/// Writes to the directory's other files are passed over: without this, a log written
-/// beside a config file re-read that file after each burst of writes.
-pub fn may_change(event: &notify::Event, files: &[PathBuf]) -> bool {
-    if event.need_rescan() {
-        return true;
-    }
-    if !is_change(&event.kind) {
-        return false;
-    }
-    if event.paths.is_empty() {
-        return true;
-    }
-    let named = |n: &OsStr| {
-        n.as_encoded_bytes().starts_with(b"..") || files.iter().any(|f| f.file_name() == Some(n))
     };
-    if event.paths.iter().any(|p| p.file_name().is_none_or(named)) {
-        return true;
-    }
-    // Only for events no name matched: one `readlink` per file.
-    let targets: Vec<PathBuf> = files.iter().filter_map(|f| link_target_name(f)).collect();
-    event
-        .paths
-        .iter()
-        .filter_map(|p| p.file_name())
-        .any(|n| targets.iter().any(|t| t.as_os_str() == n))
-}
-
-/// The name a symlink at `file` points to, when that is an entry of the same directory
-/// (`config.yaml -> config-v2.yaml`): editing the target changes what `file` reads.
-fn link_target_name(file: &Path) -> Option<PathBuf> {
-    let target = std::fs::read_link(file).ok()?;
-    let same_dir = match target.parent() {
-        None => true,
-        Some(p) if p.as_os_str().is_empty() || p == Path::new(".") => true,
-        Some(p) => Some(p) == file.parent(),
-    };
-    if same_dir {
-        target.file_name().map(PathBuf::from)
-    } else {
-        None
-    }
-}
-
-/// An event that may have changed a file's content (not an open, a read or a close
-/// without writing).
-pub fn is_change(kind: &notify::EventKind) -> bool {
-    use notify::EventKind;
-    use notify::event::{AccessKind, AccessMode};
-    match kind {
-        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) | EventKind::Other => false,
-        EventKind::Any => true,
-    }
+    tokio::spawn(async move {
+        while changes.recv().await.is_some() {
+            if control.send(Control::Reload { forced: false }).is_err() {
+                return;
+            }
+        }
+    });
 }
 
 async fn serve(opts: Options) -> Result<(), RunError> {
@@ -408,10 +338,9 @@ async fn serve(opts: Options) -> Result<(), RunError> {
     proxy.start(bound);
     admin_state.ready.store(true, Ordering::Release);
 
-    let _watcher = match (&proxy.config_path, runtime_cfg.watch_config) {
-        (Some(p), true) => watch_config(p, control_tx.clone()),
-        _ => None,
-    };
+    if let (Some(p), true) = (&proxy.config_path, runtime_cfg.watch_config) {
+        watch_config(p, control_tx.clone());
+    }
     let mut hup = signal(SignalKind::hangup()).map_err(RunError::Runtime)?;
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(RunError::Runtime)?;
@@ -487,52 +416,4 @@ async fn serve(opts: Options) -> Result<(), RunError> {
     }
     admin_task.abort();
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::may_change;
-    use notify::event::{CreateKind, DataChange, Flag, ModifyKind, RenameMode};
-    use notify::{Event, EventKind};
-    use std::path::PathBuf;
-
-    fn write(path: &str) -> Event {
-        Event::new(EventKind::Modify(ModifyKind::Data(DataChange::Any))).add_path(path.into())
-    }
-
-    #[test]
-    fn only_events_that_may_be_the_files_count() {
-        let files = [PathBuf::from("/etc/sidecar/config.yaml")];
-        // The file itself, written in place or renamed over.
-        assert!(may_change(&write("/etc/sidecar/config.yaml"), &files));
-        let renamed = Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
-            .add_path("/etc/sidecar/.config.yaml.tmp".into())
-            .add_path("/etc/sidecar/config.yaml".into());
-        assert!(may_change(&renamed, &files));
-        // A ConfigMap volume's swap.
-        let swap =
-            Event::new(EventKind::Create(CreateKind::Any)).add_path("/etc/sidecar/..data".into());
-        assert!(may_change(&swap, &files));
-        // Nothing named, or a lost queue: anything may have changed.
-        assert!(may_change(&Event::new(EventKind::Any), &files));
-        let rescan = Event::new(EventKind::Other).set_flag(Flag::Rescan);
-        assert!(may_change(&rescan, &files));
-        // Another file in the directory, or a read of the file itself.
-        assert!(!may_change(&write("/etc/sidecar/access.log"), &files));
-        assert!(!may_change(&write("/etc/sidecar/config.yaml.bak"), &files));
-        let read = Event::new(EventKind::Access(notify::event::AccessKind::Read))
-            .add_path("/etc/sidecar/config.yaml".into());
-        assert!(!may_change(&read, &files));
-    }
-
-    #[test]
-    fn a_symlinked_files_target_in_the_same_directory_counts() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("v2.yaml"), "a: 1\n").unwrap();
-        std::os::unix::fs::symlink("v2.yaml", dir.path().join("config.yaml")).unwrap();
-        let files = [dir.path().join("config.yaml")];
-        let at = |name: &str| write(dir.path().join(name).to_str().unwrap());
-        assert!(may_change(&at("v2.yaml"), &files));
-        assert!(!may_change(&at("v1.yaml"), &files));
-    }
 }

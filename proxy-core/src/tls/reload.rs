@@ -11,7 +11,7 @@
 //! change that does not load (a half-written set, a key that does not match) keeps the
 //! running credentials and says why.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
@@ -169,44 +169,13 @@ impl WorkloadIdentity {
     }
 }
 
-/// The directories holding `files` (each once).
-fn dirs_of(files: &[PathBuf]) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = files
-        .iter()
-        .map(|f| {
-            f.parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
-                .to_owned()
-        })
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    dirs
-}
-
 /// Watch the directories; reload on a change that may be one of `files`, on the rescan timer;
 /// refresh the expiry gauge.
 /// Ends when the identity is dropped (a config reload replaced it).
 async fn watch(me: Weak<WorkloadIdentity>, files: Vec<PathBuf>) {
-    use notify::{RecursiveMode, Watcher};
-    let dirs = dirs_of(&files);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        // Our own reads of the files are events too: only changes that may be theirs count.
-        if res.is_ok_and(|e| crate::runtime::may_change(&e, &files)) {
-            let _ = tx.send(());
-        }
-    });
-    let _watcher = match watcher {
-        Ok(mut w) => {
-            for d in &dirs {
-                if let Err(e) = w.watch(d, RecursiveMode::NonRecursive) {
-                    tracing::warn!(dir = %d.display(), error = %e, "cannot watch the certificate directory; rescanning every 30s instead");
-                }
-            }
-            Some(w)
-        }
+    // Our own reads of the files are events too: only changes that may be theirs count.
+    let mut rx = match crate::watch::files(files) {
+        Ok(rx) => Some(rx),
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch the certificate files; rescanning every 30s instead");
             None
@@ -217,9 +186,11 @@ async fn watch(me: Weak<WorkloadIdentity>, files: Vec<PathBuf>) {
     let mut expired_ticks = 0u64;
     loop {
         tokio::select! {
-            Some(()) = rx.recv() => {
+            Some(()) = changed(&mut rx) => {
                 tokio::time::sleep(SETTLE).await;
-                while rx.try_recv().is_ok() {}
+                if let Some(rx) = &mut rx {
+                    while rx.try_recv().is_ok() {}
+                }
                 let Some(me) = me.upgrade() else { return };
                 me.reload_if_changed();
             }
@@ -232,6 +203,14 @@ async fn watch(me: Weak<WorkloadIdentity>, files: Vec<PathBuf>) {
                 me.tick(&mut expired_ticks);
             }
         }
+    }
+}
+
+/// The next change, or never without a watch.
+async fn changed(rx: &mut Option<mpsc::UnboundedReceiver<()>>) -> Option<()> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
