@@ -38,16 +38,8 @@ const WATCHED: WatchMask = WatchMask::MODIFY
     .union(WatchMask::DELETE_SELF)
     .union(WatchMask::MOVE_SELF);
 
-/// The same kinds, as events report them.
-const CHANGES: EventMask = EventMask::MODIFY
-    .union(EventMask::CLOSE_WRITE)
-    .union(EventMask::CREATE)
-    .union(EventMask::DELETE)
-    .union(EventMask::MOVED_FROM)
-    .union(EventMask::MOVED_TO)
-    .union(EventMask::ATTRIB)
-    .union(EventMask::DELETE_SELF)
-    .union(EventMask::MOVE_SELF);
+/// The same kinds, as events report them (inotify's `IN_*` bits in both).
+const CHANGES: EventMask = EventMask::from_bits_truncate(WATCHED.bits());
 
 /// The directories holding `files` (each once).
 pub fn dirs_of(files: &[PathBuf]) -> Vec<PathBuf> {

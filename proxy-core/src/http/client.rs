@@ -805,6 +805,18 @@ mod tests {
         Poll::Pending
     }
 
+    /// A connection that waits for its socket, keeping the waker it was given in the slot
+    /// returned with it.
+    fn waiting_driver() -> (Option<Driver>, Arc<Mutex<Option<Waker>>>) {
+        let slot: Arc<Mutex<Option<Waker>>> = Arc::default();
+        let s = slot.clone();
+        let driver = driver(move |cx| {
+            *s.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        });
+        (driver, slot)
+    }
+
     /// A stand-in for hyper's connection future.
     fn driver(
         poll: impl FnMut(&mut Context<'_>) -> Poll<hyper::Result<()>> + Send + 'static,
@@ -837,13 +849,8 @@ mod tests {
     #[test]
     fn a_wake_after_the_drive_reaches_the_task() {
         let h = Harness::new();
-        let slot: Arc<Mutex<Option<Waker>>> = Arc::default();
-        let s = slot.clone();
-        // The connection waits for its socket, keeping the waker it was given.
-        let mut driver = driver(move |cx| {
-            *s.lock().unwrap() = Some(cx.waker().clone());
-            Poll::Pending
-        });
+        // The connection waits for its socket.
+        let (mut driver, slot) = waiting_driver();
         assert_eq!(h.drive(&mut driver, pending), Poll::Pending);
         assert_eq!(h.task_wakes(), 0);
         // The socket becomes readable.
@@ -870,12 +877,7 @@ mod tests {
     #[test]
     fn a_wake_goes_to_the_task_that_drove_last() {
         let h = Harness::new();
-        let slot: Arc<Mutex<Option<Waker>>> = Arc::default();
-        let s = slot.clone();
-        let mut driver = driver(move |cx| {
-            *s.lock().unwrap() = Some(cx.waker().clone());
-            Poll::Pending
-        });
+        let (mut driver, slot) = waiting_driver();
         assert_eq!(h.drive(&mut driver, pending), Poll::Pending);
         // The connection passes to another task (the next request on it), which drives it.
         let other = Arc::new(Count::default());
@@ -894,12 +896,7 @@ mod tests {
     fn a_wake_from_another_thread_during_a_drive_is_not_lost() {
         for _ in 0..200 {
             let h = Harness::new();
-            let slot: Arc<Mutex<Option<Waker>>> = Arc::default();
-            let s = slot.clone();
-            let mut driver = driver(move |cx| {
-                *s.lock().unwrap() = Some(cx.waker().clone());
-                Poll::Pending
-            });
+            let (mut driver, slot) = waiting_driver();
             let ready = Arc::new(AtomicBool::new(false));
             let (r, sl) = (ready.clone(), slot.clone());
             let waker = std::thread::spawn(move || {
