@@ -170,11 +170,8 @@ impl SecretCell {
 /// keeps the previous value.
 fn watch(path: PathBuf, current: Arc<ArcSwap<Secret>>) -> Option<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_owned();
+    // One file: one directory.
+    let dir = proxy_core::watch::dirs_of(std::slice::from_ref(&path)).pop()?;
     let file = path.clone();
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         // Only changes that may be the file's: our own read of the file is an event in its
