@@ -15,7 +15,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -25,7 +25,19 @@ use tokio::time::{Instant, Sleep};
 pub struct RequestTimer {
     /// Set at the connection's first request that waits; then moved, never dropped, until
     /// the connection ends.
-    sleep: Mutex<Option<Pin<Box<Sleep>>>>,
+    slot: Mutex<Option<Armed>>,
+}
+
+struct Armed {
+    sleep: Pin<Box<Sleep>>,
+    /// The waker the timer holds, when it is known to hold one: after a poll that left it
+    /// pending, until it goes off or is moved by us.
+    ///
+    /// A request's task is polled several times while it waits, and polling the timer each
+    /// time registers the same waker again: two atomic read-modify-writes and some fifty
+    /// instructions a request. With the waker known, a poll from the same task only checks
+    /// that the timer has not gone off.
+    holds: Option<Waker>,
 }
 
 impl std::fmt::Debug for RequestTimer {
@@ -39,19 +51,37 @@ impl RequestTimer {
     /// than then. The task may also be woken before (when the timer was set for an earlier
     /// request): it then finds this still Pending.
     fn poll_until(&self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
-        let mut slot = self.sleep.lock().unwrap_or_else(PoisonError::into_inner);
-        let sleep = slot.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if sleep.deadline() > deadline {
-            sleep.as_mut().reset(deadline);
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let t = slot.get_or_insert_with(|| Armed {
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            holds: None,
+        });
+        if t.sleep.deadline() > deadline {
+            t.sleep.as_mut().reset(deadline);
+            // A reset to a passed deadline goes off at once, taking the waker.
+            t.holds = None;
+        }
+        if t.holds.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && !t.sleep.is_elapsed() {
+            // Pending, and going off will wake this task.
+            return Poll::Pending;
         }
         loop {
-            match sleep.as_mut().poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                // Set for this deadline (or a later one, moved above): it has passed.
-                Poll::Ready(()) if sleep.deadline() >= deadline => return Poll::Ready(()),
-                // Set for an earlier request's deadline: move it to this one's.
-                Poll::Ready(()) => sleep.as_mut().reset(deadline),
+            match t.sleep.as_mut().poll(cx) {
+                Poll::Pending => {
+                    if !t.holds.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        t.holds = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+                // Gone off: its waker is used up.
+                Poll::Ready(()) => t.holds = None,
             }
+            // Set for this deadline (or a later one, moved above): it has passed.
+            if t.sleep.deadline() >= deadline {
+                return Poll::Ready(());
+            }
+            // Set for an earlier request's deadline: move it to this one's.
+            t.sleep.as_mut().reset(deadline);
         }
     }
 }
@@ -95,6 +125,7 @@ impl<F: Future> Future for Within<'_, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn at(ms: u64) -> Instant {
@@ -157,5 +188,55 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn earlier_deadline_than_the_timers_is_kept() {
         second_request_ends_at_its_deadline(10, 10_000, 200).await;
+    }
+
+    /// The timer holds the first task's waker when a second task waits on it with a later
+    /// deadline (so the timer is not moved): the second must still be woken, and end at its
+    /// own deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_task_other_than_the_last_one_is_woken() {
+        let timer = Arc::new(RequestTimer::default());
+        let t = timer.clone();
+        let first = tokio::spawn(async move {
+            Within::new(&t, at(1000), tokio::time::sleep(Duration::from_millis(10))).await
+        });
+        assert_eq!(first.await.unwrap(), Some(()));
+        let t = timer.clone();
+        let start = Instant::now();
+        let second =
+            tokio::spawn(
+                async move { Within::new(&t, at(1500), std::future::pending::<()>()).await },
+            );
+        let ended = tokio::time::timeout(Duration::from_secs(10), second).await;
+        assert_eq!(ended.expect("woken by its deadline").unwrap(), None);
+        assert_took(start, 1500);
+    }
+
+    /// Many polls of one waiting request, as its task is woken by other work: it still
+    /// ends at its deadline, and not before.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_polled_many_times_ends_at_its_deadline() {
+        let timer = RequestTimer::default();
+        let start = Instant::now();
+        let mut waiting =
+            std::pin::pin!(Within::new(&timer, at(300), std::future::pending::<()>()));
+        for _ in 0..50 {
+            assert!(futures_poll_once(waiting.as_mut()).await.is_none());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(waiting.await, None);
+        assert_took(start, 300);
+    }
+
+    /// Poll `f` once with the current task's waker.
+    async fn futures_poll_once<F: Future + Unpin>(f: F) -> Option<F::Output> {
+        let mut f = f;
+        std::future::poll_fn(|cx| {
+            Poll::Ready(match Pin::new(&mut f).poll(cx) {
+                Poll::Ready(v) => Some(v),
+                Poll::Pending => None,
+            })
+        })
+        .await
     }
 }
