@@ -70,11 +70,12 @@ impl Watched {
         if quiet >= self.idle {
             return Ok(Finish::Graceful);
         }
-        // Looked at every quarter of the header timeout: a slow head is cut within 1.25
-        // times it.
+        // Looked at every eighth of the header timeout: a head's start is noted by the
+        // first look after it (up to an eighth late), and the head is cut by the first
+        // look past the timeout (up to another eighth): within 1.25 times it.
         let tick = self
             .header_timeout
-            .map_or(self.idle, |h| (h / 4).max(Duration::from_millis(10)));
+            .map_or(self.idle, |h| (h / 8).max(Duration::from_millis(10)));
         Err(now + tick.min(self.idle - quiet))
     }
 }
@@ -276,6 +277,32 @@ mod tests {
         let (how, waited) = told_after(down(), 60_000 * MS, Some(100 * MS)).await;
         assert_eq!(how, Finish::Now);
         assert!(waited >= 100 * MS && waited < 1000 * MS, "{waited:?}");
+    }
+
+    /// A keep-alive connection whose next head begins and never completes: its start is
+    /// only marked by the read, and the sweep must time it from there.
+    #[tokio::test]
+    async fn head_begun_between_requests_is_cut_at_the_header_timeout() {
+        let d = down();
+        d.head_since_ms
+            .store(super::super::proxy::NOT_WAITING, Ordering::Relaxed);
+        d.bytes_read();
+        assert_eq!(
+            d.head_since_ms.load(Ordering::Relaxed),
+            super::super::proxy::HEAD_STARTED
+        );
+        let (how, waited) = told_after(d.clone(), 60_000 * MS, Some(100 * MS)).await;
+        assert_eq!(how, Finish::Now);
+        assert!(waited >= 100 * MS && waited < 1000 * MS, "{waited:?}");
+        // A request starting clears it; the next read marks the next head.
+        d.head_since_ms
+            .store(super::super::proxy::NOT_WAITING, Ordering::Relaxed);
+        d.in_flight.store(1, Ordering::Release);
+        d.bytes_read();
+        assert_eq!(
+            d.head_since_ms.load(Ordering::Relaxed),
+            super::super::proxy::NOT_WAITING
+        );
     }
 
     #[tokio::test]
