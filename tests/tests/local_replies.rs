@@ -16,7 +16,7 @@ use tokio::time::Instant;
 struct Fixture {
     proxy: Sidecar,
     ok: Upstream,
-    _hang: Upstream,
+    hang: Upstream,
     _reset: TcpUpstream,
     _garbage: TcpUpstream,
     _never_accepting: TcpUpstream,
@@ -36,6 +36,8 @@ async fn fixture() -> Fixture {
     let route = |name: &str| json!({ "name": name, "match": { "prefix": format!("/{name}") }, "cluster": name });
     let mut timeout_route = route("timeout");
     timeout_route["timeout"] = json!("300ms");
+    // To the same hanging upstream, with a timeout no test waits for.
+    let abandoned_route = json!({ "name": "abandoned", "match": { "prefix": "/abandoned" }, "cluster": "timeout", "timeout": "60s" });
     let mut blackhole = cluster("connect-timeout", [never_accepting.addr()]);
     blackhole["connect_timeout"] = json!("200ms");
     let proxy = Sidecar::builder(json!({
@@ -48,6 +50,7 @@ async fn fixture() -> Fixture {
                 route("refused"),
                 route("connect-timeout"),
                 timeout_route,
+                abandoned_route,
                 route("reset"),
                 route("garbage"),
                 route("nodns"),
@@ -69,7 +72,7 @@ async fn fixture() -> Fixture {
     Fixture {
         proxy,
         ok,
-        _hang: hang,
+        hang,
         _reset: reset,
         _garbage: garbage,
         _never_accepting: never_accepting,
@@ -339,4 +342,72 @@ async fn the_access_log_describes_a_proxied_request() {
         "{e}"
     );
     assert_eq!(e["user_agent"], "e2e-test/1", "{e}");
+}
+
+/// A client that gives up while its request waits for the upstream (HTTP/1: it closes the
+/// connection; HTTP/2: it resets the stream, the connection staying open) is recorded as
+/// `499 downstream_closed`, and the requests in flight come back down to none.
+#[tokio::test]
+async fn a_request_the_client_abandons_is_recorded_as_499_downstream_closed() {
+    let f = fixture().await;
+    let upstream_has = |n: u64| {
+        let hang = &f.hang;
+        async move {
+            e2e_tests::wait::eventually(
+                "the hanging upstream to have the request",
+                Duration::from_secs(5),
+                async || e2e_tests::wait::equal(hang.requests(), n),
+            )
+            .await
+        }
+    };
+
+    let mut conn = RawConn::connect(f.proxy.listener("in")).await;
+    conn.write(b"GET /abandoned/h1 HTTP/1.1\r\nhost: app\r\nx-request-id: ab-h1\r\n\r\n")
+        .await
+        .expect("send the request");
+    upstream_has(1).await;
+    drop(conn);
+    let entry = f.proxy.access_log_entry("ab-h1").await;
+    assert_eq!(entry["status"], 499, "{entry}");
+    assert_eq!(entry["reason"], "downstream_closed", "{entry}");
+    assert_eq!(entry["route"], "abandoned", "{entry}");
+
+    let client = Client::h2c(f.proxy.listener("in")).await;
+    let mut sender = client
+        .share()
+        .expect("an HTTP/2 client shares its connection");
+    let waiting = tokio::spawn(async move {
+        sender
+            .get("/abandoned/h2")
+            .header("x-request-id", "ab-h2")
+            .try_send()
+            .await
+    });
+    upstream_has(2).await;
+    waiting.abort();
+    let entry = f.proxy.access_log_entry("ab-h2").await;
+    assert_eq!(entry["status"], 499, "{entry}");
+    assert_eq!(entry["reason"], "downstream_closed", "{entry}");
+    assert_eq!(entry["protocol"], "HTTP/2", "{entry}");
+
+    e2e_tests::wait::eventually("no request in flight", Duration::from_secs(5), async || {
+        let m = f.proxy.admin().metrics().await;
+        e2e_tests::wait::equal(
+            m.one("sidecar_downstream_active_requests", &[("listener", "in")]),
+            0.0,
+        )
+    })
+    .await;
+    let m = f.proxy.admin().metrics().await;
+    assert_eq!(
+        m.sum(
+            "sidecar_requests_total",
+            &[("route", "abandoned"), ("code_class", "4xx")]
+        ),
+        2.0
+    );
+    // Not an answer the proxy made.
+    assert_eq!(m.sum("sidecar_local_replies_total", &[]), 0.0);
+    drop(client);
 }

@@ -20,7 +20,7 @@ use super::body::{Buffered, RequestBody};
 use super::client::{self, H1Conn};
 use super::deadline::{RequestTimer, Within};
 use super::inject::RequestHook;
-use super::proxy::{Finish, Pending};
+use super::proxy::{Pending, Progress};
 use crate::cluster::outlier::Outcome;
 use crate::cluster::{Cluster, Endpoint};
 use crate::error::ProxyError;
@@ -41,7 +41,7 @@ pub(super) fn once<'a>(
     cluster: &'a Cluster,
     endpoint: &'a Arc<Endpoint>,
     req: Request<RequestBody>,
-    finish: &'a mut Finish,
+    finish: &'a mut Progress,
     timer: Option<&'a RequestTimer>,
 ) -> impl Future<Output = Result<Sent, ProxyError>> + 'a {
     finish.sending_to(endpoint);
@@ -126,7 +126,7 @@ pub(super) async fn with_retries(
     parts: Parts,
     body: Pending,
     received: Option<Arc<AtomicU64>>,
-    finish: &mut Finish,
+    finish: &mut Progress,
 ) -> Result<Sent, ProxyError> {
     let Retrying {
         policy,

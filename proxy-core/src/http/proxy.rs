@@ -5,7 +5,7 @@
 //!
 //! Everything a failure needs to explain itself (reason, status, detail) comes from
 //! `ProxyError`; the request's record (metrics, access log) is written once, by `Finish`,
-//! when the response body ends.
+//! when the response body ends (or when the request is abandoned).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -185,12 +185,28 @@ struct TraceFacts {
     reason: Option<&'static str>,
 }
 
-/// Records a request when its response ends (or is abandoned).
+/// The status an abandoned request is recorded with: the client went away before its
+/// response began (nginx's 499, "client closed request").
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// Records a request when its response ends, or when it is abandoned: the client went
+/// away (or an HTTP/2 stream was reset) before the response began, and hyper dropped the
+/// request's future.
+///
+/// It holds the request's own handles of its listener and connection, taken from the
+/// service call rather than cloned again: each clone and drop of an `Arc` is an atomic
+/// read-modify-write on the request path.
 pub struct Finish {
-    start: Instant,
-    status: u16,
     listener: Arc<ListenerCtx>,
     down: Arc<Downstream>,
+    pub(super) progress: Progress,
+    written: bool,
+}
+
+/// What a request has done so far, for its record.
+pub struct Progress {
+    start: Instant,
+    status: u16,
     /// The route's statistics once the request is routed; before, the listener's
     /// `unrouted` ones (not held here: a reference count taken and given back per request).
     stats: Option<Arc<RouteStats>>,
@@ -205,15 +221,15 @@ pub struct Finish {
     pub(super) tap: tap::Record,
 }
 
-impl Finish {
+impl Progress {
     /// An attempt is about to go to `endpoint`: it is the one counted and logged.
     pub(super) fn sending_to(&mut self, endpoint: &Arc<Endpoint>) {
         self.active = Some(endpoint.start_request());
         self.attempts += 1;
     }
 
-    /// The proxy answered itself, for `reason`.
-    fn local_reply(&mut self, reason: &'static str) {
+    /// The request ended without an upstream response, for `reason`.
+    fn ended_for(&mut self, reason: &'static str) {
         if let Some((_, f)) = &mut self.log {
             f.reason = Some(reason);
         }
@@ -221,45 +237,50 @@ impl Finish {
             t.reason = Some(reason);
         }
     }
+}
 
+impl Finish {
     pub(super) fn return_connection(&self, conn: Box<H1Conn>, now: Instant) {
-        if let Some(a) = &self.active {
+        if let Some(a) = &self.progress.active {
             conn.release(a.endpoint(), now);
         }
     }
 
-    pub(super) fn done(self, bytes_sent: u64, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.start);
-        let stats = self
-            .stats
-            .as_deref()
-            .unwrap_or(&self.listener.stats.unrouted);
-        stats.record(self.status, elapsed);
+    pub(super) fn done(mut self, bytes_sent: u64, now: Instant) {
+        self.write(bytes_sent, now);
+    }
+
+    fn write(&mut self, bytes_sent: u64, now: Instant) {
+        self.written = true;
+        let p = &mut self.progress;
+        let elapsed = now.saturating_duration_since(p.start);
+        let stats = p.stats.as_deref().unwrap_or(&self.listener.stats.unrouted);
+        stats.record(p.status, elapsed);
         self.listener.stats.tap.finish(
-            self.tap,
+            &mut p.tap,
             tap::End {
                 listener: &self.listener.name,
                 route: Some(&stats.route),
                 cluster: Some(&stats.cluster),
-                status: self.status,
+                status: p.status,
                 elapsed,
                 bytes_sent,
-                upstream: self.active.as_ref().map(|a| a.endpoint().addr),
+                upstream: p.active.as_ref().map(|a| a.endpoint().addr),
             },
         );
         self.listener.stats.active_requests.dec();
         let now_ms = now.saturating_duration_since(self.down.epoch).as_millis() as u64;
         self.down.last_active_ms.store(now_ms, Ordering::Release);
         self.down.in_flight.fetch_sub(1, Ordering::AcqRel);
-        let (route, cluster, upstream) = routed(stats, self.active.as_ref());
-        if let Some((log, f)) = &self.log {
+        let (route, cluster, upstream) = routed(stats, p.active.as_ref());
+        if let Some((log, f)) = &p.log {
             log.write(&access_log::Entry {
                 start_time: access_log::rfc3339(f.start_time),
                 method: f.method.as_str(),
                 authority: &f.authority,
                 path: &f.path,
                 protocol: f.protocol,
-                status: self.status,
+                status: p.status,
                 reason: f.reason,
                 bytes_received: f.received.load(Ordering::Relaxed),
                 bytes_sent,
@@ -276,7 +297,7 @@ impl Finish {
                 span_id: f.trace.as_ref().map(|(_, s)| s.as_str()),
             });
         }
-        if let Some(t) = self.trace {
+        if let Some(t) = p.trace.take() {
             let t = *t;
             t.tracer.record(trace::Span {
                 trace_id: t.trace_id,
@@ -288,16 +309,29 @@ impl Finish {
                 method: t.method.as_str().to_owned(),
                 path: t.path,
                 authority: t.authority,
-                status: self.status,
+                status: p.status,
                 listener: self.listener.name.clone(),
                 route: route.cloned(),
                 cluster: cluster.cloned(),
                 upstream,
                 downstream: self.down.remote,
-                retries: self.attempts.saturating_sub(1),
+                retries: p.attempts.saturating_sub(1),
                 reason: t.reason,
                 request_id: t.request_id.to_str().unwrap_or("").to_owned(),
             });
+        }
+    }
+}
+
+impl Drop for Finish {
+    /// A request whose future was dropped before it had a response (the client closed the
+    /// connection or reset the stream while it waited) is recorded here, so the gauges of
+    /// requests in flight come back down and the access log has its line.
+    fn drop(&mut self) {
+        if !self.written {
+            self.progress.status = CLIENT_CLOSED;
+            self.progress.ended_for("downstream_closed");
+            self.write(0, Instant::now());
         }
     }
 }
@@ -542,24 +576,28 @@ pub async fn handle(
     down.head_since_ms.store(NOT_WAITING, Ordering::Relaxed);
     let snap = l.snapshot.load_full();
     let version = req.version();
+    let tap = tap::Record::begin(&l.stats.tap, &req);
     let mut finish = Finish {
-        start,
-        status: 0,
-        stats: None,
-        listener: l.clone(),
-        down: down.clone(),
-        active: None,
-        permit: None,
-        log: None,
-        trace: None,
-        attempts: 0,
-        tap: tap::Record::begin(&l.stats.tap, &req),
+        listener: l,
+        down,
+        progress: Progress {
+            start,
+            status: 0,
+            stats: None,
+            active: None,
+            permit: None,
+            log: None,
+            trace: None,
+            attempts: 0,
+            tap,
+        },
+        written: false,
     };
     let routes = snap
-        .listener(&l.name)
-        .map(|r| r.for_connection(down.via_cluster.as_deref()));
+        .listener(&finish.listener.name)
+        .map(|r| r.for_connection(finish.down.via_cluster.as_deref()));
     let result = match routes {
-        Some(routes) => forward(&routes, &snap, &down, req, &mut finish).await,
+        Some(routes) => forward(&routes, &snap, &finish.down, req, &mut finish.progress).await,
         None => Err((
             ProxyError::NoRoute("this listener was removed".into()),
             None,
@@ -567,19 +605,21 @@ pub async fn handle(
     };
     let mut resp = match result {
         Ok(Forwarded::Response(resp, pooled)) => {
-            finish.tap.response(&resp);
+            finish.progress.tap.response(&resp);
             resp.map(|b| ResponseBody::upstream(b, pooled, finish))
         }
         Ok(Forwarded::Upgraded(parts)) => {
             Response::from_parts(parts, ResponseBody::local(Bytes::new(), Some(finish)))
         }
         Err((err, request_id)) => {
+            let l = &finish.listener;
             l.stats.local_reply(err.reason());
-            finish.tap.local_reply(&err, request_id.as_ref());
-            finish.local_reply(err.reason());
             tracing::debug!(listener = %l.name, reason = err.reason(), error = %err, "local reply");
+            let p = &mut finish.progress;
+            p.tap.local_reply(&err, request_id.as_ref());
+            p.ended_for(err.reason());
             let (parts, body) = local_reply(&err, request_id.as_ref()).into_parts();
-            finish.status = parts.status.as_u16();
+            p.status = parts.status.as_u16();
             Response::from_parts(parts, ResponseBody::local(body, Some(finish)))
         }
     };
@@ -602,7 +642,7 @@ async fn forward(
     snap: &Snapshot,
     down: &Downstream,
     mut req: Request<Incoming>,
-    finish: &mut Finish,
+    finish: &mut Progress,
 ) -> Result<Forwarded, Failure> {
     // The head as the client sent it, before the proxy adds its own fields (the request
     // id first of all): that is what the limits below are about.

@@ -286,9 +286,9 @@ impl Tap {
     }
 
     /// The request ended: publish it to tappers, keep it if it failed.
-    pub fn finish(&self, record: Record, end: End<'_>) {
-        let received = record.received;
-        let Some(facts) = record.facts else {
+    pub fn finish(&self, record: &mut Record, end: End<'_>) {
+        let received = record.received.take();
+        let Some(facts) = record.facts.take() else {
             // Neither tapped nor failed: nothing to do.
             return;
         };
@@ -632,7 +632,7 @@ mod tests {
         assert_eq!(r.attempt_start(Instant::now()), None);
         r.attempt_end("127.0.0.1:1".parse().expect("addr"), None, None, Ok(200));
         assert!(r.facts.is_none(), "a success allocates nothing");
-        tap.finish(r, end(&l, 200));
+        tap.finish(&mut r, end(&l, 200));
         assert_eq!(tap.failures().1, 0);
     }
 
@@ -646,7 +646,7 @@ mod tests {
             r.attempt_end(ep, None, None, Ok(503));
             r.retried("5xx");
             r.attempt_end(ep, None, None, Ok(503));
-            tap.finish(r, end(&l, 503));
+            tap.finish(&mut r, end(&l, 503));
         }
         let (ring, total) = tap.failures();
         let doc = serde_json::to_value(FailuresDoc::new(&ring, total, Some(1))).expect("json");
@@ -668,9 +668,9 @@ mod tests {
         let filter = Filter::parse(Some("prefix=/api&limit=1&headers=1")).expect("valid");
         let l: Arc<str> = "in".into();
         for path in ["/other", "/api/x"] {
-            let r = Record::begin(&tap, &request(path));
+            let mut r = Record::begin(&tap, &request(path));
             assert!(r.tapped());
-            tap.finish(r, end(&l, 200));
+            tap.finish(&mut r, end(&l, 200));
         }
         let lines: Vec<_> = stream(sub, filter).collect().await;
         assert_eq!(lines.len(), 1, "limit ends the stream");
@@ -691,7 +691,7 @@ mod tests {
         let sub = tap.subscribe();
         let l: Arc<str> = "in".into();
         for _ in 0..TAP_BUFFER + 10 {
-            tap.finish(Record::begin(&tap, &request("/")), end(&l, 200));
+            tap.finish(&mut Record::begin(&tap, &request("/")), end(&l, 200));
         }
         let mut s = Box::pin(stream(sub, Filter::default()));
         let first = s.next().await.expect("a line").expect("infallible");
