@@ -51,6 +51,14 @@ pub struct ListenerCtx {
     pub supervisor: super::supervise::Supervisor,
 }
 
+/// What one downstream connection's requests share: the listener's context and the
+/// connection's own state, behind one reference count, so that a request takes and gives
+/// back one (two atomic read-modify-writes) rather than one for each.
+pub struct ConnCtx {
+    pub listener: Arc<ListenerCtx>,
+    pub down: Arc<Downstream>,
+}
+
 /// The client end of one downstream connection, worked out once per connection.
 pub struct Downstream {
     pub remote: SocketAddr,
@@ -193,12 +201,11 @@ pub const CLIENT_CLOSED: u16 = 499;
 /// away (or an HTTP/2 stream was reset) before the response began, and hyper dropped the
 /// request's future.
 ///
-/// It holds the request's own handles of its listener and connection, taken from the
-/// service call rather than cloned again: each clone and drop of an `Arc` is an atomic
+/// It holds the request's own handle of its connection, taken from the service call
+/// rather than cloned again: each clone and drop of an `Arc` is an atomic
 /// read-modify-write on the request path.
 pub struct Finish {
-    listener: Arc<ListenerCtx>,
-    down: Arc<Downstream>,
+    conn: Arc<ConnCtx>,
     pub(super) progress: Progress,
     written: bool,
 }
@@ -254,12 +261,15 @@ impl Finish {
         self.written = true;
         let p = &mut self.progress;
         let elapsed = now.saturating_duration_since(p.start);
-        let stats = p.stats.as_deref().unwrap_or(&self.listener.stats.unrouted);
+        let stats = p
+            .stats
+            .as_deref()
+            .unwrap_or(&self.conn.listener.stats.unrouted);
         stats.record(p.status, elapsed);
-        self.listener.stats.tap.finish(
+        self.conn.listener.stats.tap.finish(
             &mut p.tap,
             tap::End {
-                listener: &self.listener.name,
+                listener: &self.conn.listener.name,
                 route: Some(&stats.route),
                 cluster: Some(&stats.cluster),
                 status: p.status,
@@ -268,10 +278,15 @@ impl Finish {
                 upstream: p.active.as_ref().map(|a| a.endpoint().addr),
             },
         );
-        self.listener.stats.active_requests.dec();
-        let now_ms = now.saturating_duration_since(self.down.epoch).as_millis() as u64;
-        self.down.last_active_ms.store(now_ms, Ordering::Release);
-        self.down.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.conn.listener.stats.active_requests.dec();
+        let now_ms = now
+            .saturating_duration_since(self.conn.down.epoch)
+            .as_millis() as u64;
+        self.conn
+            .down
+            .last_active_ms
+            .store(now_ms, Ordering::Release);
+        self.conn.down.in_flight.fetch_sub(1, Ordering::AcqRel);
         let (route, cluster, upstream) = routed(stats, p.active.as_ref());
         if let Some((log, f)) = &p.log {
             log.write(&access_log::Entry {
@@ -289,7 +304,7 @@ impl Finish {
                 upstream_host: upstream,
                 upstream_cluster: cluster.map(|c| &**c),
                 route: route.map(|r| &**r),
-                listener: &self.listener.name,
+                listener: &self.conn.listener.name,
                 request_id: f.request_id.to_str().unwrap_or(""),
                 downstream_remote_address: f.remote,
                 user_agent: f.user_agent.as_ref().and_then(|v| v.to_str().ok()),
@@ -310,11 +325,11 @@ impl Finish {
                 path: t.path,
                 authority: t.authority,
                 status: p.status,
-                listener: self.listener.name.clone(),
+                listener: self.conn.listener.name.clone(),
                 route: route.cloned(),
                 cluster: cluster.cloned(),
                 upstream,
-                downstream: self.down.remote,
+                downstream: self.conn.down.remote,
                 retries: p.attempts.saturating_sub(1),
                 reason: t.reason,
                 request_id: t.request_id.to_str().unwrap_or("").to_owned(),
@@ -566,11 +581,11 @@ pub fn local_reply(err: &ProxyError, request_id: Option<&HeaderValue>) -> Respon
 
 /// hyper's service entry point for one request on a listener.
 pub async fn handle(
-    l: Arc<ListenerCtx>,
-    down: Arc<Downstream>,
+    conn: Arc<ConnCtx>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
+    let (l, down) = (&conn.listener, &conn.down);
     l.stats.active_requests.inc();
     down.in_flight.fetch_add(1, Ordering::AcqRel);
     down.head_since_ms.store(NOT_WAITING, Ordering::Relaxed);
@@ -578,8 +593,7 @@ pub async fn handle(
     let version = req.version();
     let tap = tap::Record::begin(&l.stats.tap, &req);
     let mut finish = Finish {
-        listener: l,
-        down,
+        conn,
         progress: Progress {
             start,
             status: 0,
@@ -594,10 +608,10 @@ pub async fn handle(
         written: false,
     };
     let routes = snap
-        .listener(&finish.listener.name)
-        .map(|r| r.for_connection(finish.down.via_cluster.as_deref()));
+        .listener(&finish.conn.listener.name)
+        .map(|r| r.for_connection(finish.conn.down.via_cluster.as_deref()));
     let result = match routes {
-        Some(routes) => forward(&routes, &snap, &finish.down, req, &mut finish.progress).await,
+        Some(routes) => forward(&routes, &snap, &finish.conn.down, req, &mut finish.progress).await,
         None => Err((
             ProxyError::NoRoute("this listener was removed".into()),
             None,
@@ -612,7 +626,7 @@ pub async fn handle(
             Response::from_parts(parts, ResponseBody::local(Bytes::new(), Some(finish)))
         }
         Err((err, request_id)) => {
-            let l = &finish.listener;
+            let l = &finish.conn.listener;
             l.stats.local_reply(err.reason());
             tracing::debug!(listener = %l.name, reason = err.reason(), error = %err, "local reply");
             let p = &mut finish.progress;

@@ -85,7 +85,11 @@ pub async fn serve_as<S>(
             d.bytes_read();
         }
     });
-    let svc = service_fn(move |req| proxy::handle(ctx.clone(), down.clone(), req));
+    let conn = Arc::new(proxy::ConnCtx {
+        listener: ctx,
+        down,
+    });
+    let svc = service_fn(move |req| proxy::handle(conn.clone(), req));
     let io = TokioIo::new(stream);
     if h2 {
         let header_limit = u32::try_from(cfg.max_request_headers_size.bytes()).unwrap_or(u32::MAX);
