@@ -33,11 +33,13 @@ pub struct ListenerRoutes {
 impl ListenerRoutes {
     /// The routes for a connection: an intercepted one matched to a cluster by its
     /// original destination uses the implicit route to that cluster.
-    pub fn for_connection(self: &Arc<Self>, via_cluster: Option<&str>) -> Arc<ListenerRoutes> {
+    ///
+    /// Borrowed from the snapshot the request holds: a clone would be two more atomic
+    /// read-modify-writes on every request.
+    pub fn for_connection<'a>(self: &'a Arc<Self>, via_cluster: Option<&str>) -> &'a Arc<Self> {
         via_cluster
             .and_then(|c| self.destinations.as_ref()?.routes_for(c))
             .unwrap_or(self)
-            .clone()
     }
 }
 

@@ -152,7 +152,7 @@ clusters:
         assert_eq!(name("198.18.0.4:8080"), None);
         let via_b = l.for_connection(Some("b"));
         assert_eq!(&*via_b.routes[0].name, "b");
-        assert!(Arc::ptr_eq(&l.for_connection(None), l));
-        assert!(Arc::ptr_eq(&l.for_connection(Some("gone")), l));
+        assert!(Arc::ptr_eq(l.for_connection(None), l));
+        assert!(Arc::ptr_eq(l.for_connection(Some("gone")), l));
     }
 }
