@@ -69,9 +69,7 @@ impl Endpoint {
 
     /// Count a request as started; the guard ends it when dropped.
     pub fn start_request(self: &Arc<Self>) -> ActiveRequest {
-        self.active_requests.fetch_add(1, Ordering::Relaxed);
-        self.requests_total.fetch_add(1, Ordering::Relaxed);
-        ActiveRequest(self.clone())
+        ActiveRequest::new(self.clone())
     }
 }
 
@@ -80,6 +78,14 @@ impl Endpoint {
 pub struct ActiveRequest(Arc<Endpoint>);
 
 impl ActiveRequest {
+    /// A request starts at `endpoint`, the picked handle itself: a request that keeps the
+    /// one it was given saves a reference count taken and given back.
+    pub fn new(endpoint: Arc<Endpoint>) -> ActiveRequest {
+        endpoint.active_requests.fetch_add(1, Ordering::Relaxed);
+        endpoint.requests_total.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest(endpoint)
+    }
+
     pub fn endpoint(&self) -> &Arc<Endpoint> {
         &self.0
     }

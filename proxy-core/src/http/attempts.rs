@@ -39,21 +39,13 @@ pub(super) type Sent = (Response<Incoming>, Option<Box<H1Conn>>);
 pub(super) fn once<'a>(
     timeout: Duration,
     cluster: &'a Cluster,
-    endpoint: &'a Arc<Endpoint>,
+    endpoint: Arc<Endpoint>,
     req: Request<RequestBody>,
     finish: &'a mut Progress,
     timer: Option<&'a RequestTimer>,
 ) -> impl Future<Output = Result<Sent, ProxyError>> + 'a {
-    finish.sending_to(endpoint);
-    send_within(
-        cluster,
-        endpoint,
-        req,
-        timeout,
-        false,
-        &mut finish.tap,
-        timer,
-    )
+    let (endpoint, tap) = finish.sending_to(endpoint);
+    send_within(cluster, endpoint, req, timeout, false, tap, timer)
 }
 
 /// One attempt at `endpoint`, given `limit` to answer with its response headers: counted
@@ -202,7 +194,7 @@ pub(super) async fn with_retries(
             req = Request::from_parts(head, body);
         }
 
-        finish.sending_to(&endpoint);
+        finish.sending_to(endpoint.clone());
         let Some(left) = deadline.checked_duration_since(Instant::now()) else {
             cluster.stats.timeouts.inc();
             return Err(ProxyError::Timeout(timeout));

@@ -229,10 +229,15 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// An attempt is about to go to `endpoint`: it is the one counted and logged.
-    pub(super) fn sending_to(&mut self, endpoint: &Arc<Endpoint>) {
-        self.active = Some(endpoint.start_request());
+    /// An attempt is about to go to `endpoint`: it is the one counted and logged. The
+    /// record keeps the handle; the attempt borrows it back, with the tap record.
+    pub(super) fn sending_to(
+        &mut self,
+        endpoint: Arc<Endpoint>,
+    ) -> (&Arc<Endpoint>, &mut tap::Record) {
         self.attempts += 1;
+        let active = self.active.insert(ActiveRequest::new(endpoint));
+        (active.endpoint(), &mut self.tap)
     }
 
     /// The request ended without an upstream response, for `reason`.
@@ -611,7 +616,7 @@ pub async fn handle(
         .listener(&finish.conn.listener.name)
         .map(|r| r.for_connection(finish.conn.down.via_cluster.as_deref()));
     let result = match routes {
-        Some(routes) => forward(&routes, &snap, &finish.conn.down, req, &mut finish.progress).await,
+        Some(routes) => forward(routes, &snap, &finish.conn.down, req, &mut finish.progress).await,
         None => Err((
             ProxyError::NoRoute("this listener was removed".into()),
             None,
@@ -922,7 +927,7 @@ async fn forward(
             let up_req = Request::from_parts(parts, body);
             // HTTP/1 requests on a connection come one at a time: they share its timer.
             let timer = one_at_a_time.then_some(&down.request_timer);
-            attempts::once(route.timeout, cluster, &endpoint, up_req, finish, timer).await
+            attempts::once(route.timeout, cluster, endpoint, up_req, finish, timer).await
         }
     };
     if let Some(t) = ticket {
