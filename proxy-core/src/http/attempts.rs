@@ -44,23 +44,45 @@ pub(super) fn once<'a>(
     finish: &'a mut Progress,
     timer: Option<&'a RequestTimer>,
 ) -> impl Future<Output = Result<Sent, ProxyError>> + 'a {
+    // Timed from the request's arrival, a few microseconds of routing before: one clock
+    // read fewer on every request.
+    let sent_at = finish.start;
     let (endpoint, tap) = finish.sending_to(endpoint);
-    send_within(cluster, endpoint, req, timeout, false, tap, timer)
+    send_within(
+        cluster,
+        endpoint,
+        req,
+        sent_at,
+        Limit::Route(timeout),
+        tap,
+        timer,
+    )
 }
 
-/// One attempt at `endpoint`, given `limit` to answer with its response headers: counted
-/// at the cluster and recorded for outlier detection. Past the limit the answer is
-/// `PerTryTimeout` when `per_try` (a per-try timeout set the limit), else `Timeout`.
+/// How long an attempt has to answer with its response headers, and which timeout set it.
+#[derive(Clone, Copy)]
+enum Limit {
+    /// What is left of the route's timeout: running out ends the request (`Timeout`).
+    Route(Duration),
+    /// A per-try timeout: running out ends this attempt (`PerTryTimeout`).
+    PerTry(Duration),
+}
+
+/// One attempt at `endpoint`, sent at `sent_at`, given `limit` to answer with its response
+/// headers: counted at the cluster and recorded for outlier detection.
 async fn send_within(
     cluster: &Cluster,
     endpoint: &Arc<Endpoint>,
     req: Request<RequestBody>,
-    limit: Duration,
-    per_try: bool,
+    sent_at: Instant,
+    limit: Limit,
     tap: &mut tap::Record,
     timer: Option<&RequestTimer>,
 ) -> Result<Sent, ProxyError> {
-    let sent_at = Instant::now();
+    let (limit, per_try) = match limit {
+        Limit::Route(d) => (d, false),
+        Limit::PerTry(d) => (d, true),
+    };
     let started = tap.attempt_start(sent_at);
     let mut connect = None;
     // The deadline from the clock read just taken: one read fewer than `timeout`.
@@ -195,7 +217,8 @@ pub(super) async fn with_retries(
         }
 
         finish.sending_to(endpoint.clone());
-        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+        let now = Instant::now();
+        let Some(left) = deadline.checked_duration_since(now) else {
             cluster.stats.timeouts.inc();
             return Err(ProxyError::Timeout(timeout));
         };
@@ -203,10 +226,27 @@ pub(super) async fn with_retries(
         // the attempt has the rest of the route timeout, and running out ends the request.
         let outcome = match policy.per_try_timeout {
             Some(t) if t < left => {
-                send_within(cluster, &endpoint, req, t, true, &mut finish.tap, None).await
-            }
-            _ => match send_within(cluster, &endpoint, req, left, false, &mut finish.tap, None)
+                send_within(
+                    cluster,
+                    &endpoint,
+                    req,
+                    now,
+                    Limit::PerTry(t),
+                    &mut finish.tap,
+                    None,
+                )
                 .await
+            }
+            _ => match send_within(
+                cluster,
+                &endpoint,
+                req,
+                now,
+                Limit::Route(left),
+                &mut finish.tap,
+                None,
+            )
+            .await
             {
                 Err(ProxyError::Timeout(_)) => return Err(ProxyError::Timeout(timeout)),
                 outcome => outcome,

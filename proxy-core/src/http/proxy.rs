@@ -212,7 +212,8 @@ pub struct Finish {
 
 /// What a request has done so far, for its record.
 pub struct Progress {
-    start: Instant,
+    /// When the request head was received.
+    pub(super) start: Instant,
     status: u16,
     /// The route's statistics once the request is routed; before, the listener's
     /// `unrouted` ones (not held here: a reference count taken and given back per request).
