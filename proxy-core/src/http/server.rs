@@ -17,7 +17,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use std::task::Poll;
+
 use tokio::sync::oneshot;
+use tokio::sync::oneshot::error::TryRecvError;
 
 use super::proxy::{self, Downstream, ListenerCtx};
 use super::supervise::Finish;
@@ -140,25 +143,43 @@ fn parser_max_headers(limit: usize) -> Option<usize> {
 async fn drive<C>(
     conn: C,
     graceful_shutdown: impl FnOnce(Pin<&mut C>),
-    finish: oneshot::Receiver<Finish>,
+    mut finish: oneshot::Receiver<Finish>,
     remote: SocketAddr,
 ) where
     C: Future<Output = Result<(), hyper::Error>>,
 {
     tokio::pin!(conn);
-    let res = tokio::select! {
-        biased;
-        res = conn.as_mut() => res,
-        how = finish => match how {
-            Ok(Finish::Now) => {
-                tracing::debug!(%remote, "request head incomplete past the header timeout; closing");
-                return;
-            }
-            _ => {
-                graceful_shutdown(conn.as_mut());
-                conn.await
-            }
-        },
+    // The receiver is polled once, which leaves this task's waker with it; after that a
+    // look at its state is enough, since the supervisor's send wakes this task. Polling it
+    // on every wake-up of a busy connection (several per request) cost about a hundred
+    // instructions a request.
+    let mut registered = false;
+    let told = std::future::poll_fn(|cx| {
+        if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Err(res));
+        }
+        if registered {
+            return match finish.try_recv() {
+                Ok(how) => Poll::Ready(Ok(Some(how))),
+                Err(TryRecvError::Empty) => Poll::Pending,
+                // The supervisor is gone (the listener stopped): finish up.
+                Err(TryRecvError::Closed) => Poll::Ready(Ok(None)),
+            };
+        }
+        registered = true;
+        Pin::new(&mut finish).poll(cx).map(|how| Ok(how.ok()))
+    })
+    .await;
+    let res = match told {
+        Err(res) => res,
+        Ok(Some(Finish::Now)) => {
+            tracing::debug!(%remote, "request head incomplete past the header timeout; closing");
+            return;
+        }
+        Ok(_) => {
+            graceful_shutdown(conn.as_mut());
+            conn.await
+        }
     };
     if let Err(e) = res {
         tracing::debug!(%remote, error = %e, "downstream connection ended with an error");
