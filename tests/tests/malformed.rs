@@ -208,6 +208,15 @@ async fn slowloris_connections_are_closed_and_others_are_served() {
         );
     }
     assert_healthy(&mut proxy).await;
+    // Each cut is counted (the cut happens before the client sees the close).
+    let m = proxy.admin().metrics().await;
+    assert_eq!(
+        m.one(
+            "sidecar_downstream_header_timeouts_total",
+            &[("listener", "in")]
+        ),
+        20.0
+    );
 }
 
 /// The header timeout is for a request head that is coming in; a keep-alive connection

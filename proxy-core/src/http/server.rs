@@ -27,6 +27,7 @@ use super::supervise::Finish;
 use crate::config::{Listener, ListenerProtocol};
 use crate::observed::ObservedStream;
 use crate::tls::server::PeerIdentity;
+use prometheus_client::metrics::counter::Counter;
 
 pub async fn serve(stream: TcpStream, remote: SocketAddr, cfg: &Listener, ctx: Arc<ListenerCtx>) {
     let _ = stream.set_nodelay(true);
@@ -88,6 +89,8 @@ pub async fn serve_as<S>(
             d.bytes_read();
         }
     });
+    // Counted when the supervisor cuts a slow head (HTTP/1 only).
+    let header_timeouts = ctx.stats.header_timeouts.clone();
     let conn = Arc::new(proxy::ConnCtx {
         listener: ctx,
         down,
@@ -103,7 +106,7 @@ pub async fn serve_as<S>(
             .serve_connection(io, svc);
         // Boxed: an HTTP/2 connection's state is several times an HTTP/1 one's, and inline
         // every connection's task would carry (and copy on spawn) its room.
-        Box::pin(drive(conn, |c| c.graceful_shutdown(), finish, remote)).await;
+        Box::pin(drive(conn, |c| c.graceful_shutdown(), finish, remote, None)).await;
     } else {
         // hyper's own parser limits sit above ours, so that requests between our limit and
         // its get our explained 431 rather than its bare one.
@@ -118,7 +121,14 @@ pub async fn serve_as<S>(
             builder.max_headers(n);
         }
         let conn = builder.serve_connection(io, svc).with_upgrades();
-        drive(conn, |c| c.graceful_shutdown(), finish, remote).await;
+        drive(
+            conn,
+            |c| c.graceful_shutdown(),
+            finish,
+            remote,
+            Some(&header_timeouts),
+        )
+        .await;
     }
 }
 
@@ -145,6 +155,7 @@ async fn drive<C>(
     graceful_shutdown: impl FnOnce(Pin<&mut C>),
     mut finish: oneshot::Receiver<Finish>,
     remote: SocketAddr,
+    header_timeouts: Option<&Counter>,
 ) where
     C: Future<Output = Result<(), hyper::Error>>,
 {
@@ -173,6 +184,9 @@ async fn drive<C>(
     let res = match told {
         Err(res) => res,
         Ok(Some(Finish::Now)) => {
+            if let Some(c) = header_timeouts {
+                c.inc();
+            }
             tracing::debug!(%remote, "request head incomplete past the header timeout; closing");
             return;
         }

@@ -165,6 +165,7 @@ pub struct Metrics {
     ds_connections: Family<ListenerLabels, Counter>,
     ds_active_connections: Family<ListenerLabels, Gauge>,
     ds_active_requests: Family<ListenerLabels, Gauge>,
+    ds_header_timeouts: Family<ListenerLabels, Counter>,
     tcp_bytes: Family<DirectionLabels, Counter>,
     us_requests: Family<ClusterClassLabels, Counter>,
     us_connect_failures: Family<ClusterLabels, Counter>,
@@ -216,6 +217,7 @@ impl Metrics {
             ds_connections: Family::default(),
             ds_active_connections: Family::default(),
             ds_active_requests: Family::default(),
+            ds_header_timeouts: Family::default(),
             tcp_bytes: Family::default(),
             us_requests: Family::default(),
             us_connect_failures: Family::default(),
@@ -277,6 +279,11 @@ impl Metrics {
             "downstream_active_requests",
             "Downstream requests in flight now",
             m.ds_active_requests.clone(),
+        );
+        r.register(
+            "downstream_header_timeouts",
+            "HTTP/1 connections closed because a request head was incomplete past request_header_timeout",
+            m.ds_header_timeouts.clone(),
         );
         r.register_with_unit(
             "tcp",
@@ -503,6 +510,7 @@ impl Metrics {
             connections: member(&self.ds_connections, &l),
             active_connections: member(&self.ds_active_connections, &l),
             active_requests: member(&self.ds_active_requests, &l),
+            header_timeouts: member(&self.ds_header_timeouts, &l),
             bytes_upstream: member(&self.tcp_bytes, &dir("upstream")),
             bytes_downstream: member(&self.tcp_bytes, &dir("downstream")),
             unrouted: Arc::new(self.route(listener, "", "")),
@@ -752,6 +760,8 @@ pub struct ListenerStats {
     pub connections: Counter,
     pub active_connections: Gauge,
     pub active_requests: Gauge,
+    /// Connections cut for a request head incomplete past the header timeout.
+    pub header_timeouts: Counter,
     pub bytes_upstream: Counter,
     pub bytes_downstream: Counter,
     /// Requests answered before a route was chosen (no route, malformed).
