@@ -40,6 +40,13 @@ struct Armed {
     holds: Option<Waker>,
 }
 
+impl Armed {
+    /// Whether the timer holds the waker of the task polling now.
+    fn holds_waker_of(&self, cx: &Context<'_>) -> bool {
+        self.holds.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+    }
+}
+
 impl std::fmt::Debug for RequestTimer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("RequestTimer")
@@ -61,14 +68,14 @@ impl RequestTimer {
             // A reset to a passed deadline goes off at once, taking the waker.
             t.holds = None;
         }
-        if t.holds.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && !t.sleep.is_elapsed() {
+        if t.holds_waker_of(cx) && !t.sleep.is_elapsed() {
             // Pending, and going off will wake this task.
             return Poll::Pending;
         }
         loop {
             match t.sleep.as_mut().poll(cx) {
                 Poll::Pending => {
-                    if !t.holds.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    if !t.holds_waker_of(cx) {
                         t.holds = Some(cx.waker().clone());
                     }
                     return Poll::Pending;
