@@ -89,7 +89,8 @@ pub async fn serve_as<S>(
             d.bytes_read();
         }
     });
-    // Counted when the supervisor cuts a slow head (HTTP/1 only).
+    // Counted when the supervisor cuts a slow head (only HTTP/1 connections have a header
+    // timeout).
     let header_timeouts = ctx.stats.header_timeouts.clone();
     let conn = Arc::new(proxy::ConnCtx {
         listener: ctx,
@@ -106,7 +107,14 @@ pub async fn serve_as<S>(
             .serve_connection(io, svc);
         // Boxed: an HTTP/2 connection's state is several times an HTTP/1 one's, and inline
         // every connection's task would carry (and copy on spawn) its room.
-        Box::pin(drive(conn, |c| c.graceful_shutdown(), finish, remote, None)).await;
+        Box::pin(drive(
+            conn,
+            |c| c.graceful_shutdown(),
+            finish,
+            remote,
+            &header_timeouts,
+        ))
+        .await;
     } else {
         // hyper's own parser limits sit above ours, so that requests between our limit and
         // its get our explained 431 rather than its bare one.
@@ -126,7 +134,7 @@ pub async fn serve_as<S>(
             |c| c.graceful_shutdown(),
             finish,
             remote,
-            Some(&header_timeouts),
+            &header_timeouts,
         )
         .await;
     }
@@ -155,7 +163,7 @@ async fn drive<C>(
     graceful_shutdown: impl FnOnce(Pin<&mut C>),
     mut finish: oneshot::Receiver<Finish>,
     remote: SocketAddr,
-    header_timeouts: Option<&Counter>,
+    header_timeouts: &Counter,
 ) where
     C: Future<Output = Result<(), hyper::Error>>,
 {
@@ -184,9 +192,7 @@ async fn drive<C>(
     let res = match told {
         Err(res) => res,
         Ok(Some(Finish::Now)) => {
-            if let Some(c) = header_timeouts {
-                c.inc();
-            }
+            header_timeouts.inc();
             tracing::debug!(%remote, "request head incomplete past the header timeout; closing");
             return;
         }
